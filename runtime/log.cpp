@@ -1,0 +1,121 @@
+#include "runtime/log.hpp"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <memory>
+
+namespace llorch::log {
+namespace {
+
+std::shared_ptr<spdlog::logger>& logger() {
+  static std::shared_ptr<spdlog::logger> instance;
+  return instance;
+}
+
+spdlog::level::level_enum to_spdlog(level lvl) {
+  switch (lvl) {
+    case level::trace: return spdlog::level::trace;
+    case level::debug: return spdlog::level::debug;
+    case level::info: return spdlog::level::info;
+    case level::warn: return spdlog::level::warn;
+    case level::error: return spdlog::level::err;
+    case level::critical: return spdlog::level::critical;
+    case level::off: return spdlog::level::off;
+  }
+  return spdlog::level::info;
+}
+
+bool needs_quotes(std::string_view v) {
+  if (v.empty())
+    return true;
+  for (unsigned char c : v)
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f)
+      return true;
+  return false;
+}
+
+void append_value(std::string& out, std::string_view v) {
+  if (!needs_quotes(v)) {
+    out += v;
+    return;
+  }
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  for (unsigned char c : v) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += "\\x";
+          out += hex[c >> 4];
+          out += hex[c & 0xf];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
+
+} // namespace
+
+void init(std::string_view process, level lvl) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  auto lg = std::make_shared<spdlog::logger>(std::string(process), sink);
+  lg->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %n %v", spdlog::pattern_time_type::utc);
+  lg->set_level(to_spdlog(lvl));
+  lg->flush_on(spdlog::level::trace); // journald and tests read lines as they happen
+  logger() = std::move(lg);
+}
+
+bool parse_level(std::string_view text, level& out) {
+  static constexpr std::pair<std::string_view, level> names[] = {
+    {"trace", level::trace}, {"debug", level::debug}, {"info", level::info},
+    {"warn", level::warn},   {"error", level::error}, {"critical", level::critical},
+    {"off", level::off}};
+  for (auto& [name, lvl] : names)
+    if (name == text) {
+      out = lvl;
+      return true;
+    }
+  return false;
+}
+
+void set_level(level lvl) {
+  if (logger())
+    logger()->set_level(to_spdlog(lvl));
+}
+
+std::string format_fields(std::initializer_list<field> fields) {
+  std::string out;
+  for (auto& f : fields) {
+    if (!out.empty())
+      out += ' ';
+    out += f.key;
+    out += '=';
+    append_value(out, f.value);
+  }
+  return out;
+}
+
+void event(level lvl, std::string_view name, std::initializer_list<field> fields) {
+  if (!logger())
+    init("llorch");
+  auto& lg = *logger();
+  auto sl = to_spdlog(lvl);
+  if (!lg.should_log(sl))
+    return;
+  std::string line(name);
+  if (fields.size() > 0) {
+    line += ' ';
+    line += format_fields(fields);
+  }
+  lg.log(sl, line);
+}
+
+} // namespace llorch::log
