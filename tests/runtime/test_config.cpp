@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
 using namespace llorch::config;
@@ -626,4 +627,62 @@ TEST_CASE("ids used in URLs and file names") {
   CHECK_FALSE(is_valid_id("a/b"));
   CHECK_FALSE(is_valid_id("a b"));
   CHECK_FALSE(is_valid_id(std::string("a\0b", 3)));
+}
+
+TEST_CASE("seeded mutations of the shipped files never crash the parser") {
+  // Byte flips, deletions, insertions and truncations of real files: every result is either a
+  // valid config or a list of errors that each name the file.
+  fs::path dir = fs::path(LLORCH_SOURCE_DIR) / "config";
+  std::vector<std::pair<std::string, bool>> seeds; // text, is pool-managerd
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    seeds.emplace_back(text.str(), entry.path().filename().string().rfind("pool-managerd", 0) == 0);
+  }
+  REQUIRE_FALSE(seeds.empty());
+  const char interesting[] = {'{', '}', '[', ']', '"', ',', ':', '\\', '/', '*', '\0', '\n', '0', '-',
+                              'e', '\xff', '\xc3', ' '};
+  uint64_t state = 0x9e3779b97f4a7c15ULL;
+  auto next = [&state] { // xorshift64*: fixed seed, same run every time
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 2685821657736338717ULL;
+  };
+  std::size_t valid = 0, invalid = 0;
+  for (int round = 0; round < 20000; ++round) {
+    const auto& [seed, is_node] = seeds[next() % seeds.size()];
+    std::string text = seed;
+    int edits = 1 + static_cast<int>(next() % 4);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      std::size_t at = next() % text.size();
+      switch (next() % 4) {
+        case 0: text[at] = interesting[next() % sizeof interesting]; break;
+        case 1: text.erase(at, 1 + next() % 8); break;
+        case 2: text.insert(at, 1, interesting[next() % sizeof interesting]); break;
+        case 3: text.resize(at); break;
+      }
+    }
+    std::vector<std::string> errors;
+    bool ok = false;
+    if (is_node) {
+      auto r = parse_pool_managerd_config(text, "m.json");
+      ok = r.ok();
+      errors = r.errors;
+    } else {
+      auto r = parse_orchestratord_config(text, "m.json");
+      ok = r.ok();
+      errors = r.errors;
+    }
+    CHECK(ok == errors.empty());
+    for (const auto& e : errors) {
+      CHECK(e.rfind("m.json", 0) == 0);
+      CHECK(e.find('\n') == std::string::npos); // one line per problem
+      CHECK(e.find('\0') == std::string::npos);
+    }
+    (ok ? valid : invalid)++;
+  }
+  CHECK(invalid > 0);
+  INFO("valid mutants: " << valid);
 }
