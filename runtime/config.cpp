@@ -11,9 +11,9 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
-#include <cstdio>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -102,7 +102,8 @@ std::optional<endpoint> parse_endpoint(std::string_view text, std::string* why) 
       set_why(why, "\"[ipv6]:port\" (IPv6 addresses need brackets)");
       return std::nullopt;
     }
-    if (host.empty() || host.size() > 253 || !std::all_of(host.begin(), host.end(), is_host_name_char)) {
+    if (host.empty() || host.size() > 253
+        || !std::all_of(host.begin(), host.end(), is_host_name_char)) {
       set_why(why, "\"host:port\" with a host name or IPv4 address before the colon");
       return std::nullopt;
     }
@@ -431,7 +432,8 @@ public:
       std::string_view key(kv.key().data(), kv.key().size());
       if (std::find(allowed.begin(), allowed.end(), key) != allowed.end())
         continue;
-      std::string message = "expected one of the keys " + join(std::vector<std::string_view>(allowed))
+      std::string message = "expected one of the keys "
+                            + join(std::vector<std::string_view>(allowed))
                             + ", found an unknown key";
       for (auto candidate : allowed) {
         if (edit_distance(key, candidate) <= 2) {
@@ -599,8 +601,8 @@ public:
       return;
     log::level parsed{};
     if (!log::parse_level(value, parsed)) {
-      fail("$.log.level", "expected one of trace, debug, info, warn, error, critical, off, found "
-                            + quote(value));
+      fail("$.log.level",
+           "expected one of trace, debug, info, warn, error, critical, off, found " + quote(value));
       return;
     }
     level = value;
@@ -650,9 +652,10 @@ public:
       tls = tls_files{};
       return;
     }
-    for (auto [key, file] : {std::pair<const char*, const std::string*>{"certificate", &files.certificate},
-                             {"key", &files.key},
-                             {"ca", &files.ca}}) {
+    for (auto [key, file] :
+         {std::pair<const char*, const std::string*>{"certificate", &files.certificate},
+          {"key", &files.key},
+          {"ca", &files.ca}}) {
       std::error_code ec;
       auto status = std::filesystem::status(*file, ec);
       auto p = child_path(path, key);
@@ -663,8 +666,8 @@ public:
         fail(p, "expected a regular PEM file, found " + quote(*file) + " (not a regular file)");
         ok = false;
       } else if (!std::ifstream(*file).is_open()) {
-        fail(p, "expected a readable PEM file, found " + quote(*file) + " (cannot be opened: "
-                  + std::strerror(errno) + ")");
+        fail(p, "expected a readable PEM file, found " + quote(*file)
+                  + " (cannot be opened: " + std::strerror(errno) + ")");
         ok = false;
       }
     }
@@ -702,10 +705,9 @@ public:
     if (given)
       hb.timeout_ms = static_cast<int>(timeout);
     if (hb.timeout_ms <= hb.interval_ms) {
-      fail("$.heartbeat.timeout_ms", "expected more than interval_ms ("
-                                       + std::to_string(hb.interval_ms) + "), found "
-                                       + std::to_string(hb.timeout_ms)
-                                       + (given ? "" : " (the default)"));
+      fail("$.heartbeat.timeout_ms",
+           "expected more than interval_ms (" + std::to_string(hb.interval_ms) + "), found "
+             + std::to_string(hb.timeout_ms) + (given ? "" : " (the default)"));
     }
   }
 
@@ -722,13 +724,15 @@ public:
       // Never echo a secret into an error message.
       if (!t->is_string()) {
         fail("$.auth.token", std::string("expected a string, found ")
-                               + (t->is_object() ? "an object" : t->is_array() ? "an array" : "a non-string value"));
+                               + (t->is_object()  ? "an object"
+                                  : t->is_array() ? "an array"
+                                                  : "a non-string value"));
       } else {
         token.assign(t->get_string().data(), t->get_string().size());
         std::string why;
         if (!token.empty() && !token_is_valid(token, why))
-          fail("$.auth.token", "expected " + why + ", found a token of " + std::to_string(token.size())
-                                 + " bytes that is not");
+          fail("$.auth.token", "expected " + why + ", found a token of "
+                                 + std::to_string(token.size()) + " bytes that is not");
         else
           auth.token = token;
       }
@@ -797,8 +801,9 @@ bool is_valid_url(std::string_view url) {
 }
 
 void fill_orchestratord(checker& check, const json::object& root, orchestratord_config& c) {
-  check.known_keys(root, "$", {"http", "cluster", "heartbeat", "admission", "placement", "log",
-                               "cloud_profile", "auth"});
+  check.known_keys(
+    root, "$",
+    {"http", "cluster", "heartbeat", "admission", "placement", "log", "cloud_profile", "auth"});
   check.read_http(root, c.http_listen, c.http_body_limit);
 
   if (const json::value* v = checker::find(root, "cluster")) {
@@ -881,12 +886,14 @@ void read_pool_model(checker& check, const json::value& v, const std::string& pa
   if (!ok)
     return;
   if (!is_valid_model_id(m.id)) {
-    check.fail(child_path(path, "id"), "expected a model id of 1 to 128 visible ASCII characters, found " + quote(m.id));
+    check.fail(child_path(path, "id"),
+               "expected a model id of 1 to 128 visible ASCII characters, found " + quote(m.id));
     return;
   }
   if (const model_entry* existing = known(m.id); existing && existing->path != m.path) {
-    check.fail(child_path(path, "path"), "expected " + quote(existing->path) + " (the path of model "
-                                           + quote(m.id) + " in $.models), found " + quote(m.path));
+    check.fail(child_path(path, "path"), "expected " + quote(existing->path)
+                                           + " (the path of model " + quote(m.id)
+                                           + " in $.models), found " + quote(m.path));
     return;
   }
   out = m;
@@ -895,9 +902,9 @@ void read_pool_model(checker& check, const json::value& v, const std::string& pa
 }
 
 void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_config& c) {
-  check.known_keys(root, "$", {"node_id", "machine_id", "advertise_address", "http", "orchestrator",
-                               "heartbeat", "handoff_dir", "restart", "models", "pools", "log",
-                               "auth"});
+  check.known_keys(root, "$",
+                   {"node_id", "machine_id", "advertise_address", "http", "orchestrator",
+                    "heartbeat", "handoff_dir", "restart", "models", "pools", "log", "auth"});
   const char* id_what = "an id of 1 to 64 characters from A-Z a-z 0-9 . _ -";
   if (!checker::find(root, "node_id"))
     check.missing("$.node_id", id_what);
@@ -907,8 +914,10 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
   std::string machine_id;
   if (check.string(root, "machine_id", "$", machine_id, "a machine id")) {
     if (machine_id.empty() || machine_id.size() > 128
-        || !std::all_of(machine_id.begin(), machine_id.end(), [](char ch) { return ch > 0x20 && ch < 0x7f; }))
-      check.fail("$.machine_id", "expected 1 to 128 visible ASCII characters, found " + quote(machine_id));
+        || !std::all_of(machine_id.begin(), machine_id.end(),
+                        [](char ch) { return ch > 0x20 && ch < 0x7f; }))
+      check.fail("$.machine_id",
+                 "expected 1 to 128 visible ASCII characters, found " + quote(machine_id));
     else
       c.machine_id = machine_id;
   }
@@ -920,8 +929,8 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
   std::string advertise;
   if (check.string(root, "advertise_address", "$", advertise, "a URL")) {
     if (!is_valid_url(advertise))
-      check.fail("$.advertise_address", "expected a URL such as \"http://gpu-node-1:9200\", found "
-                                          + quote(advertise));
+      check.fail("$.advertise_address",
+                 "expected a URL such as \"http://gpu-node-1:9200\", found " + quote(advertise));
     else
       c.advertise_address = advertise;
   } else if (!checker::find(root, "advertise_address") && c.http_listen.port != 0) {
@@ -932,9 +941,11 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
     if (const json::object* o = check.object(*v, "$.orchestrator")) {
       check.known_keys(*o, "$.orchestrator", {"cluster", "tls", "keepalive_ms", "dead_after_ms"});
       check.read_endpoint(*o, "cluster", "$.orchestrator", c.orchestrator.listen_or_connect, true);
-      if (c.orchestrator.listen_or_connect.port == 0 && !c.orchestrator.listen_or_connect.host.empty())
-        check.fail("$.orchestrator.cluster", "expected a port from 1 to 65535 to connect to, found "
-                                               + quote(c.orchestrator.listen_or_connect.to_string()));
+      if (c.orchestrator.listen_or_connect.port == 0
+          && !c.orchestrator.listen_or_connect.host.empty())
+        check.fail("$.orchestrator.cluster",
+                   "expected a port from 1 to 65535 to connect to, found "
+                     + quote(c.orchestrator.listen_or_connect.to_string()));
       check.read_tls(*o, "$.orchestrator", c.orchestrator.tls);
       check.read_link_timing(*o, "$.orchestrator", c.orchestrator);
     }
@@ -946,18 +957,21 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
 
   if (const json::value* v = checker::find(root, "restart")) {
     if (const json::object* o = check.object(*v, "$.restart")) {
-      check.known_keys(*o, "$.restart", {"max_restarts", "within_s", "backoff_initial_ms", "backoff_max_ms"});
+      check.known_keys(*o, "$.restart",
+                       {"max_restarts", "within_s", "backoff_initial_ms", "backoff_max_ms"});
       check.read_int(*o, "max_restarts", "$.restart", 0, 1000, c.restart.max_restarts);
       check.read_int(*o, "within_s", "$.restart", 1, 86400, c.restart.within_s);
-      check.read_int(*o, "backoff_initial_ms", "$.restart", 1, 3600000, c.restart.backoff_initial_ms);
+      check.read_int(*o, "backoff_initial_ms", "$.restart", 1, 3600000,
+                     c.restart.backoff_initial_ms);
       long long max_ms = c.restart.backoff_max_ms;
       bool given = check.integer(*o, "backoff_max_ms", "$.restart", 1, 3600000, max_ms);
       if (given)
         c.restart.backoff_max_ms = static_cast<int>(max_ms);
       if (c.restart.backoff_max_ms < c.restart.backoff_initial_ms)
         check.fail("$.restart.backoff_max_ms",
-                   "expected at least backoff_initial_ms (" + std::to_string(c.restart.backoff_initial_ms)
-                     + "), found " + std::to_string(c.restart.backoff_max_ms) + (given ? "" : " (the default)"));
+                   "expected at least backoff_initial_ms ("
+                     + std::to_string(c.restart.backoff_initial_ms) + "), found "
+                     + std::to_string(c.restart.backoff_max_ms) + (given ? "" : " (the default)"));
     }
   }
 
@@ -979,7 +993,9 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
           ok = false;
         } else if (check.string(*o, "id", path, m.id, "a model id")) {
           if (!is_valid_model_id(m.id)) {
-            check.fail(path + ".id", "expected a model id of 1 to 128 visible ASCII characters, found " + quote(m.id));
+            check.fail(path + ".id",
+                       "expected a model id of 1 to 128 visible ASCII characters, found "
+                         + quote(m.id));
             ok = false;
           }
         } else {
@@ -996,7 +1012,8 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
         bool duplicate = std::any_of(c.models.begin(), c.models.end(),
                                      [&](const model_entry& e) { return e.id == m.id; });
         if (duplicate) {
-          check.fail(path + ".id", "expected a model id not used before in $.models, found " + quote(m.id) + " again");
+          check.fail(path + ".id", "expected a model id not used before in $.models, found "
+                                     + quote(m.id) + " again");
           continue;
         }
         c.models.push_back(m);
@@ -1025,7 +1042,8 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
           bool duplicate = std::any_of(c.pools.begin(), c.pools.end(),
                                        [&](const pool_entry& p) { return p.id == pool.id; });
           if (duplicate)
-            check.fail(path + ".id", "expected a pool id not used before in $.pools, found " + quote(pool.id) + " again");
+            check.fail(path + ".id", "expected a pool id not used before in $.pools, found "
+                                       + quote(pool.id) + " again");
         }
         if (const json::value* d = checker::find(*o, "devices")) {
           if (!d->is_array()) {
@@ -1040,8 +1058,10 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
                 continue;
               }
               int device = static_cast<int>(dv.get_int64());
-              if (std::find(pool.devices.begin(), pool.devices.end(), device) != pool.devices.end()) {
-                check.fail(dpath, "expected each device once, found " + std::to_string(device) + " again");
+              if (std::find(pool.devices.begin(), pool.devices.end(), device)
+                  != pool.devices.end()) {
+                check.fail(dpath,
+                           "expected each device once, found " + std::to_string(device) + " again");
                 continue;
               }
               pool.devices.push_back(device);
@@ -1078,8 +1098,9 @@ load_result<T> load_with(const std::string& path, Parse parse) {
     return result;
   }
   if (!std::filesystem::is_regular_file(status)) {
-    result.errors.push_back(path + ": expected a configuration file, found "
-                            + (std::filesystem::is_directory(status) ? "a directory" : "a special file"));
+    result.errors.push_back(
+      path + ": expected a configuration file, found "
+      + (std::filesystem::is_directory(status) ? "a directory" : "a special file"));
     return result;
   }
   auto size = std::filesystem::file_size(path, ec);
@@ -1090,8 +1111,9 @@ load_result<T> load_with(const std::string& path, Parse parse) {
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    result.errors.push_back(path + ": expected a readable configuration file, found it cannot be opened ("
-                            + std::strerror(errno) + ")");
+    result.errors.push_back(
+      path + ": expected a readable configuration file, found it cannot be opened ("
+      + std::strerror(errno) + ")");
     return result;
   }
   std::ostringstream buffer;
@@ -1157,8 +1179,9 @@ std::vector<std::string> apply_env(orchestratord_config& config, const getenv_fu
     else if (lower == "false" || lower == "0")
       config.cloud_profile = false;
     else
-      errors.push_back("environment ORCHESTRATORD_CLOUD_PROFILE: expected true, false, 1 or 0, found "
-                       + quote(*profile));
+      errors.push_back(
+        "environment ORCHESTRATORD_CLOUD_PROFILE: expected true, false, 1 or 0, found "
+        + quote(*profile));
   }
   return errors;
 }

@@ -44,7 +44,8 @@ bool is_label_name(const std::string& name) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size()
+         && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Length of the valid UTF-8 sequence at s[i], or 0 if the bytes there are not one.
@@ -221,8 +222,8 @@ void append_child(std::string& out, const detail::family_base& f,
   for (std::size_t i = 0; i < bounds.size(); ++i)
     append_sample(out, f.name(), "_bucket", f.label_names(), values,
                   std::to_string(snap.cumulative[i]), "le", format_value(bounds[i]));
-  append_sample(out, f.name(), "_bucket", f.label_names(), values, std::to_string(snap.count),
-                "le", "+Inf");
+  append_sample(out, f.name(), "_bucket", f.label_names(), values, std::to_string(snap.count), "le",
+                "+Inf");
   append_sample(out, f.name(), "_sum", f.label_names(), values, format_value(snap.sum));
   append_sample(out, f.name(), "_count", f.label_names(), values, std::to_string(snap.count));
 }
@@ -255,7 +256,9 @@ void counter::inc(double v) {
   atomic_add(value_, v);
 }
 
-void gauge::inc(double v) { atomic_add(value_, v); }
+void gauge::inc(double v) {
+  atomic_add(value_, v);
+}
 
 histogram::histogram(std::vector<double> upper_bounds)
   : bounds_(checked_bounds(std::move(upper_bounds))),
@@ -266,9 +269,10 @@ histogram::histogram(std::vector<double> upper_bounds)
 
 void histogram::observe(double v) {
   // le is inclusive: the first bound >= v; NaN and values above every bound land in +Inf.
-  std::size_t i = std::isnan(v) ? bounds_.size()
-                                : static_cast<std::size_t>(
-                                    std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
+  std::size_t i = std::isnan(v)
+                    ? bounds_.size()
+                    : static_cast<std::size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v)
+                                               - bounds_.begin());
   counts_[i].fetch_add(1, std::memory_order_relaxed);
   atomic_add(sum_, v);
 }
@@ -314,7 +318,8 @@ family_base::family_base(metric_kind kind, std::string name, std::string help,
   : kind_(kind), name_(std::move(name)), help_(std::move(help)),
     label_names_(std::move(label_names)), buckets_(std::move(buckets)) {
   if (!is_metric_name(name_))
-    throw std::invalid_argument("invalid metric name \"" + name_ + "\" (want [a-zA-Z_:][a-zA-Z0-9_:]*)");
+    throw std::invalid_argument("invalid metric name \"" + name_
+                                + "\" (want [a-zA-Z_:][a-zA-Z0-9_:]*)");
   if (help_.empty())
     throw std::invalid_argument("metric " + name_ + " needs a help text");
   if (kind_ == metric_kind::counter && !ends_with(name_, "_total"))
@@ -325,7 +330,8 @@ family_base::family_base(metric_kind kind, std::string name, std::string help,
       throw std::invalid_argument("metric " + name_ + ": invalid label name \"" + label + "\"");
     if (kind_ == metric_kind::histogram && label == "le")
       throw std::invalid_argument("histogram " + name_ + ": the label name \"le\" is reserved");
-    if (std::find(label_names_.begin(), label_names_.begin() + static_cast<std::ptrdiff_t>(i), label)
+    if (std::find(label_names_.begin(), label_names_.begin() + static_cast<std::ptrdiff_t>(i),
+                  label)
         != label_names_.begin() + static_cast<std::ptrdiff_t>(i))
       throw std::invalid_argument("metric " + name_ + ": label \"" + label + "\" given twice");
   }
@@ -427,8 +433,8 @@ detail::family_base& registry::add(std::unique_ptr<detail::family_base> candidat
 
 family<counter>& registry::counter_family(std::string name, std::string help,
                                           std::vector<std::string> label_names) {
-  return static_cast<family<counter>&>(
-    add(std::make_unique<family<counter>>(std::move(name), std::move(help), std::move(label_names))));
+  return static_cast<family<counter>&>(add(
+    std::make_unique<family<counter>>(std::move(name), std::move(help), std::move(label_names))));
 }
 
 family<gauge>& registry::gauge_family(std::string name, std::string help,

@@ -176,32 +176,47 @@ TEST_CASE("orchestratord validation names the path and what was expected") {
     const char* fragment;
   };
   const bad_case cases[] = {
-    {R"({"http": {"listen": "localhost"}})", "$.http.listen", "expected \"host:port\", found \"localhost\""},
+    {R"({"http": {"listen": "localhost"}})", "$.http.listen",
+     "expected \"host:port\", found \"localhost\""},
     {R"({"http": {"listen": 8080}})", "$.http.listen", "expected \"host:port\", found 8080"},
     {R"({"http": {"listen": "h:99999"}})", "$.http.listen", "a port from 0 to 65535"},
-    {R"({"http": {"lisen": "h:1"}})", "$.http.lisen", "found an unknown key (did you mean \"listen\"?)"},
-    {R"({"http": {"body_limit_bytes": 10}})", "$.http.body_limit_bytes", "expected an integer from 1024 to 1073741824, found 10"},
+    {R"({"http": {"lisen": "h:1"}})", "$.http.lisen",
+     "found an unknown key (did you mean \"listen\"?)"},
+    {R"({"http": {"body_limit_bytes": 10}})", "$.http.body_limit_bytes",
+     "expected an integer from 1024 to 1073741824, found 10"},
     {R"({"http": []})", "$.http", "expected an object, found an array"},
     {R"({"cluster": {"listen": "::1:7070"}})", "$.cluster.listen", "IPv6 addresses need brackets"},
-    {R"({"cluster": {"keepalive_ms": 2000, "dead_after_ms": 1000}})", "$.cluster.dead_after_ms", "expected more than keepalive_ms (2000), found 1000"},
-    {R"({"cluster": {"keepalive_ms": 6000}})", "$.cluster.dead_after_ms", "found 5000 (the default)"},
-    {R"({"cluster": {"keepalive_ms": 1.5}})", "$.cluster.keepalive_ms", "expected an integer from 10 to 600000, found 1.5"},
-    {R"({"heartbeat": {"interval_ms": 5000, "timeout_ms": 5000}})", "$.heartbeat.timeout_ms", "expected more than interval_ms (5000), found 5000"},
-    {R"({"heartbeat": {"interval_ms": -1}})", "$.heartbeat.interval_ms", "expected an integer from 10 to 3600000, found -1"},
+    {R"({"cluster": {"keepalive_ms": 2000, "dead_after_ms": 1000}})", "$.cluster.dead_after_ms",
+     "expected more than keepalive_ms (2000), found 1000"},
+    {R"({"cluster": {"keepalive_ms": 6000}})", "$.cluster.dead_after_ms",
+     "found 5000 (the default)"},
+    {R"({"cluster": {"keepalive_ms": 1.5}})", "$.cluster.keepalive_ms",
+     "expected an integer from 10 to 600000, found 1.5"},
+    {R"({"heartbeat": {"interval_ms": 5000, "timeout_ms": 5000}})", "$.heartbeat.timeout_ms",
+     "expected more than interval_ms (5000), found 5000"},
+    {R"({"heartbeat": {"interval_ms": -1}})", "$.heartbeat.interval_ms",
+     "expected an integer from 10 to 3600000, found -1"},
     {R"({"heartbeat": {"interval_ms": "10s"}})", "$.heartbeat.interval_ms", "found \"10s\""},
     {R"({"heartbeat": {"interval_ms": null}})", "$.heartbeat.interval_ms", "found null"},
-    {R"({"admission": {"capacity": 0}})", "$.admission.capacity", "expected an integer from 1 to 1000000, found 0"},
-    {R"({"admission": {"policy": "drop"}})", "$.admission.policy", "expected one of reject, found \"drop\""},
-    {R"({"placement": {"strategy": "random"}})", "$.placement.strategy", "expected one of least-loaded, found \"random\""},
-    {R"({"log": {"level": "verbose"}})", "$.log.level", "expected one of trace, debug, info, warn, error, critical, off, found \"verbose\""},
+    {R"({"admission": {"capacity": 0}})", "$.admission.capacity",
+     "expected an integer from 1 to 1000000, found 0"},
+    {R"({"admission": {"policy": "drop"}})", "$.admission.policy",
+     "expected one of reject, found \"drop\""},
+    {R"({"placement": {"strategy": "random"}})", "$.placement.strategy",
+     "expected one of least-loaded, found \"random\""},
+    {R"({"log": {"level": "verbose"}})", "$.log.level",
+     "expected one of trace, debug, info, warn, error, critical, off, found \"verbose\""},
     {R"({"log": "info"})", "$.log", "expected an object, found \"info\""},
     {R"({"cloud_profile": "yes"})", "$.cloud_profile", "expected true or false, found \"yes\""},
-    {R"({"auth": {"protect_reads": 1}})", "$.auth.protect_reads", "expected true or false, found 1"},
+    {R"({"auth": {"protect_reads": 1}})", "$.auth.protect_reads",
+     "expected true or false, found 1"},
     {R"({"auth": {"token": 42}})", "$.auth.token", "expected a string, found a non-string value"},
     {R"({"node_id": "x"})", "$.node_id", "found an unknown key"},
     {R"({"weird key": 1})", "$[\"weird key\"]", "found an unknown key"},
-    {R"({"cluster": {"tls": {"certificate": "/c.pem"}}})", "$.cluster.tls", "found only certificate set (missing: key, ca)"},
-    {R"({"cluster": {"tls": {"certificate": 1, "key": "", "ca": ""}}})", "$.cluster.tls.certificate", "expected a file path, found 1"},
+    {R"({"cluster": {"tls": {"certificate": "/c.pem"}}})", "$.cluster.tls",
+     "found only certificate set (missing: key, ca)"},
+    {R"({"cluster": {"tls": {"certificate": 1, "key": "", "ca": ""}}})",
+     "$.cluster.tls.certificate", "expected a file path, found 1"},
   };
   for (const auto& bad : cases) {
     INFO("config: " << bad.text);
@@ -233,8 +248,10 @@ TEST_CASE("every problem is reported, not just the first") {
 
 TEST_CASE("hostile input is a clear error, never a crash") {
   SECTION("empty and blank files") {
-    CHECK(orch_errors("") == std::vector<std::string>{"t.json: $: expected a JSON object, found an empty file"});
-    CHECK(orch_errors(" \n\t ") == std::vector<std::string>{"t.json: $: expected a JSON object, found an empty file"});
+    CHECK(orch_errors("")
+          == std::vector<std::string>{"t.json: $: expected a JSON object, found an empty file"});
+    CHECK(orch_errors(" \n\t ")
+          == std::vector<std::string>{"t.json: $: expected a JSON object, found an empty file"});
   }
   SECTION("a comment alone is incomplete JSON") {
     auto errors = orch_errors("// nothing here\n");
@@ -255,8 +272,10 @@ TEST_CASE("hostile input is a clear error, never a crash") {
     CHECK(errors[0].find("text after the end of the JSON value") != std::string::npos);
   }
   SECTION("top level must be an object") {
-    CHECK(orch_errors("[1, 2]") == std::vector<std::string>{"t.json: $: expected an object, found an array"});
-    CHECK(orch_errors("\"x\"") == std::vector<std::string>{"t.json: $: expected an object, found \"x\""});
+    CHECK(orch_errors("[1, 2]")
+          == std::vector<std::string>{"t.json: $: expected an object, found an array"});
+    CHECK(orch_errors("\"x\"")
+          == std::vector<std::string>{"t.json: $: expected an object, found \"x\""});
   }
   SECTION("deep nesting") {
     std::string deep(100000, '[');
@@ -265,7 +284,8 @@ TEST_CASE("hostile input is a clear error, never a crash") {
     CHECK(errors[0].find("too deep") != std::string::npos);
   }
   SECTION("nesting within the limit but in the wrong place") {
-    std::string nested = "{\"http\": {\"listen\": " + std::string(40, '[') + std::string(40, ']') + "}}";
+    std::string nested =
+      "{\"http\": {\"listen\": " + std::string(40, '[') + std::string(40, ']') + "}}";
     CHECK_ERROR(orch_errors(nested), "$.http.listen", "found an array");
   }
   SECTION("huge numbers") {
@@ -293,7 +313,8 @@ TEST_CASE("hostile input is a clear error, never a crash") {
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].find("found a NUL byte") != std::string::npos);
     // An escaped NUL is valid JSON and must be shown escaped, not cut the message.
-    CHECK_ERROR(orch_errors(R"({"log": {"level": "in\u0000fo"}})"), "$.log.level", "found \"in\\x00fo\"");
+    CHECK_ERROR(orch_errors(R"({"log": {"level": "in\u0000fo"}})"), "$.log.level",
+                "found \"in\\x00fo\"");
   }
   SECTION("invalid UTF-8") {
     auto errors = orch_errors("{\"log\": {\"level\": \"\xff\xfe\"}}");
@@ -302,7 +323,8 @@ TEST_CASE("hostile input is a clear error, never a crash") {
     CHECK(errors[0].find("the byte \\xff (not valid UTF-8 here)") != std::string::npos);
   }
   SECTION("duplicate keys are reported where they repeat") {
-    auto errors = orch_errors(R"({"log": {"level": "info", "level": "debug"}, "pools": [{"a": 1, "a": 2}]})");
+    auto errors =
+      orch_errors(R"({"log": {"level": "info", "level": "debug"}, "pools": [{"a": 1, "a": 2}]})");
     CHECK_ERROR(errors, "$.log.level", "expected each key once, found it repeated");
     CHECK_ERROR(errors, "$.pools[0].a", "expected each key once, found it repeated");
   }
@@ -405,46 +427,81 @@ TEST_CASE("pool-managerd validation names the path and what was expected") {
     const char* fragment;
   };
   const bad_case cases[] = {
-    {R"({"orchestrator": {"cluster": "h:1"}})", "$.node_id", "found nothing (this key is required)"},
+    {R"({"orchestrator": {"cluster": "h:1"}})", "$.node_id",
+     "found nothing (this key is required)"},
     {R"({"node_id": "gpu-node-1"})", "$.orchestrator", "found nothing (this key is required)"},
-    {R"({"node_id": "gpu-node-1", "orchestrator": {}})", "$.orchestrator.cluster", "expected \"host:port\", found nothing"},
-    {R"({"node_id": "gpu-node-1", "orchestrator": {"cluster": "h:0"}})", "$.orchestrator.cluster", "expected a port from 1 to 65535"},
-    {R"({"node_id": "gpu node", "orchestrator": {"cluster": "h:1"}})", "$.node_id", "expected an id of 1 to 64 characters from A-Z a-z 0-9 . _ -, found \"gpu node\""},
+    {R"({"node_id": "gpu-node-1", "orchestrator": {}})", "$.orchestrator.cluster",
+     "expected \"host:port\", found nothing"},
+    {R"({"node_id": "gpu-node-1", "orchestrator": {"cluster": "h:0"}})", "$.orchestrator.cluster",
+     "expected a port from 1 to 65535"},
+    {R"({"node_id": "gpu node", "orchestrator": {"cluster": "h:1"}})", "$.node_id",
+     "expected an id of 1 to 64 characters from A-Z a-z 0-9 . _ -, found \"gpu node\""},
     {R"({"node_id": "", "orchestrator": {"cluster": "h:1"}})", "$.node_id", "found \"\""},
-    {R"({"node_id": ")" + std::string(65, 'a') + R"(", "orchestrator": {"cluster": "h:1"}})", "$.node_id", "expected an id of 1 to 64"},
-    {R"({"node_id": "../etc", "orchestrator": {"cluster": "h:1"}})", "$.node_id", "found \"../etc\""},
+    {R"({"node_id": ")" + std::string(65, 'a') + R"(", "orchestrator": {"cluster": "h:1"}})",
+     "$.node_id", "expected an id of 1 to 64"},
+    {R"({"node_id": "../etc", "orchestrator": {"cluster": "h:1"}})", "$.node_id",
+     "found \"../etc\""},
     {pm_with(R"("machine_id": "")"), "$.machine_id", "expected 1 to 128 visible ASCII characters"},
-    {pm_with(R"("advertise_address": "gpu-node-1:9200")"), "$.advertise_address", "expected a URL such as"},
+    {pm_with(R"("advertise_address": "gpu-node-1:9200")"), "$.advertise_address",
+     "expected a URL such as"},
     {pm_with(R"("orchestrator": 1)"), "$.orchestrator", "expected each key once"},
-    {pm_with(R"("handoff_dir": "")"), "$.handoff_dir", "expected a file path without control characters"},
-    {pm_with(R"("restart": {"max_restarts": -1})"), "$.restart.max_restarts", "expected an integer from 0 to 1000, found -1"},
-    {pm_with(R"("restart": {"within_s": 0})"), "$.restart.within_s", "expected an integer from 1 to 86400, found 0"},
-    {pm_with(R"("restart": {"backoff_initial_ms": 1000, "backoff_max_ms": 10})"), "$.restart.backoff_max_ms", "expected at least backoff_initial_ms (1000), found 10"},
-    {pm_with(R"("heartbeat": {"interval_ms": 40000})"), "$.heartbeat.timeout_ms", "found 30000 (the default)"},
-    {pm_with(R"("models": {})"), "$.models", "expected an array of {\"id\", \"path\"}, found an object"},
-    {pm_with(R"("models": [{"id": "a"}])"), "$.models[0].path", "expected a model file path, found nothing"},
-    {pm_with(R"("models": [{"path": "/m"}])"), "$.models[0].id", "expected a model id, found nothing"},
-    {pm_with(R"("models": [{"id": "a", "path": "/m"}, {"id": "a", "path": "/n"}])"), "$.models[1].id", "expected a model id not used before in $.models, found \"a\" again"},
+    {pm_with(R"("handoff_dir": "")"), "$.handoff_dir",
+     "expected a file path without control characters"},
+    {pm_with(R"("restart": {"max_restarts": -1})"), "$.restart.max_restarts",
+     "expected an integer from 0 to 1000, found -1"},
+    {pm_with(R"("restart": {"within_s": 0})"), "$.restart.within_s",
+     "expected an integer from 1 to 86400, found 0"},
+    {pm_with(R"("restart": {"backoff_initial_ms": 1000, "backoff_max_ms": 10})"),
+     "$.restart.backoff_max_ms", "expected at least backoff_initial_ms (1000), found 10"},
+    {pm_with(R"("heartbeat": {"interval_ms": 40000})"), "$.heartbeat.timeout_ms",
+     "found 30000 (the default)"},
+    {pm_with(R"("models": {})"), "$.models",
+     "expected an array of {\"id\", \"path\"}, found an object"},
+    {pm_with(R"("models": [{"id": "a"}])"), "$.models[0].path",
+     "expected a model file path, found nothing"},
+    {pm_with(R"("models": [{"path": "/m"}])"), "$.models[0].id",
+     "expected a model id, found nothing"},
+    {pm_with(R"("models": [{"id": "a", "path": "/m"}, {"id": "a", "path": "/n"}])"),
+     "$.models[1].id", "expected a model id not used before in $.models, found \"a\" again"},
     {pm_with(R"("models": [{"id": "a b", "path": "/m"}])"), "$.models[0].id", "found \"a b\""},
-    {pm_with(R"("models": [{"id": "a", "path": "/m", "sha": "x"}])"), "$.models[0].sha", "found an unknown key"},
+    {pm_with(R"("models": [{"id": "a", "path": "/m", "sha": "x"}])"), "$.models[0].sha",
+     "found an unknown key"},
     {pm_with(R"("models": [7])"), "$.models[0]", "expected an object, found 7"},
-    {pm_with(R"("pools": [{"devices": [0]}])"), "$.pools[0].id", "found nothing (this key is required)"},
-    {pm_with(R"("pools": [{"id": "p"}, {"id": "p"}])"), "$.pools[1].id", "expected a pool id not used before in $.pools, found \"p\" again"},
+    {pm_with(R"("pools": [{"devices": [0]}])"), "$.pools[0].id",
+     "found nothing (this key is required)"},
+    {pm_with(R"("pools": [{"id": "p"}, {"id": "p"}])"), "$.pools[1].id",
+     "expected a pool id not used before in $.pools, found \"p\" again"},
     {pm_with(R"("pools": [{"id": "p/1"}])"), "$.pools[0].id", "found \"p/1\""},
-    {pm_with(R"("pools": [{"id": "p", "devices": [0, -1]}])"), "$.pools[0].devices[1]", "expected a GPU device number from 0 to 1023, found -1"},
-    {pm_with(R"("pools": [{"id": "p", "devices": [1, 1]}])"), "$.pools[0].devices[1]", "expected each device once, found 1 again"},
-    {pm_with(R"("pools": [{"id": "p", "devices": 0}])"), "$.pools[0].devices", "expected an array of GPU device numbers, found 0"},
-    {pm_with(R"("pools": [{"id": "p", "slots": 0}])"), "$.pools[0].slots", "expected an integer from 1 to 1024, found 0"},
-    {pm_with(R"("pools": [{"id": "p", "engine": "vllm"}])"), "$.pools[0].engine", "expected one of llorch, found \"vllm\""},
-    {pm_with(R"("pools": [{"id": "p", "model": "missing"}])"), "$.pools[0].model", "expected the id of an entry in $.models (none declared), found \"missing\""},
-    {pm_with(R"("models": [{"id": "a", "path": "/a"}], "pools": [{"id": "p", "model": "b"}])"), "$.pools[0].model", "expected the id of an entry in $.models (a), found \"b\""},
-    {pm_with(R"("models": [{"id": "a", "path": "/a"}], "pools": [{"id": "p", "model": {"id": "a", "path": "/other"}}])"), "$.pools[0].model.path", "expected \"/a\" (the path of model \"a\" in $.models), found \"/other\""},
-    {pm_with(R"("pools": [{"id": "p", "model": {"id": "a"}}])"), "$.pools[0].model.path", "found nothing (this key is required)"},
-    {pm_with(R"("pools": [{"id": "p", "model": 3}])"), "$.pools[0].model", "expected a model id or an object {\"id\", \"path\"}, found 3"},
-    {pm_with(R"("pools": [{"id": "p", "modle": "a"}])"), "$.pools[0].modle", "did you mean \"model\"?"},
+    {pm_with(R"("pools": [{"id": "p", "devices": [0, -1]}])"), "$.pools[0].devices[1]",
+     "expected a GPU device number from 0 to 1023, found -1"},
+    {pm_with(R"("pools": [{"id": "p", "devices": [1, 1]}])"), "$.pools[0].devices[1]",
+     "expected each device once, found 1 again"},
+    {pm_with(R"("pools": [{"id": "p", "devices": 0}])"), "$.pools[0].devices",
+     "expected an array of GPU device numbers, found 0"},
+    {pm_with(R"("pools": [{"id": "p", "slots": 0}])"), "$.pools[0].slots",
+     "expected an integer from 1 to 1024, found 0"},
+    {pm_with(R"("pools": [{"id": "p", "engine": "vllm"}])"), "$.pools[0].engine",
+     "expected one of llorch, found \"vllm\""},
+    {pm_with(R"("pools": [{"id": "p", "model": "missing"}])"), "$.pools[0].model",
+     "expected the id of an entry in $.models (none declared), found \"missing\""},
+    {pm_with(R"("models": [{"id": "a", "path": "/a"}], "pools": [{"id": "p", "model": "b"}])"),
+     "$.pools[0].model", "expected the id of an entry in $.models (a), found \"b\""},
+    {pm_with(
+       R"("models": [{"id": "a", "path": "/a"}], "pools": [{"id": "p", "model": {"id": "a", "path": "/other"}}])"),
+     "$.pools[0].model.path",
+     "expected \"/a\" (the path of model \"a\" in $.models), found \"/other\""},
+    {pm_with(R"("pools": [{"id": "p", "model": {"id": "a"}}])"), "$.pools[0].model.path",
+     "found nothing (this key is required)"},
+    {pm_with(R"("pools": [{"id": "p", "model": 3}])"), "$.pools[0].model",
+     "expected a model id or an object {\"id\", \"path\"}, found 3"},
+    {pm_with(R"("pools": [{"id": "p", "modle": "a"}])"), "$.pools[0].modle",
+     "did you mean \"model\"?"},
     {pm_with(R"("orchestrator_": 1)"), "$.orchestrator_", "did you mean \"orchestrator\"?"},
-    {std::string(R"({"node_id": "n", "orchestrator": {"cluster": "h:1", "keepalive_ms": 5000}})"), "$.orchestrator.dead_after_ms", "expected more than keepalive_ms (5000)"},
-    {std::string(R"({"node_id": "n", "orchestrator": {"cluster": "h:1", "tls": {"key": "/k", "ca": "/c"}}})"), "$.orchestrator.tls", "found only key and ca set (missing: certificate)"},
+    {std::string(R"({"node_id": "n", "orchestrator": {"cluster": "h:1", "keepalive_ms": 5000}})"),
+     "$.orchestrator.dead_after_ms", "expected more than keepalive_ms (5000)"},
+    {std::string(
+       R"({"node_id": "n", "orchestrator": {"cluster": "h:1", "tls": {"key": "/k", "ca": "/c"}}})"),
+     "$.orchestrator.tls", "found only key and ca set (missing: certificate)"},
   };
   for (const auto& bad : cases) {
     INFO("config: " << bad.text);
@@ -459,8 +516,8 @@ TEST_CASE("TLS files must exist and are named when they do not") {
   auto key = dir.write("key.pem", "-----BEGIN PRIVATE KEY-----\n");
   auto ca = dir.write("ca.pem", "-----BEGIN CERTIFICATE-----\n");
   auto tls = [](const std::string& c, const std::string& k, const std::string& a) {
-    return R"({"cluster": {"tls": {"certificate": ")" + c + R"(", "key": ")" + k + R"(", "ca": ")" + a
-           + R"("}}})";
+    return R"({"cluster": {"tls": {"certificate": ")" + c + R"(", "key": ")" + k + R"(", "ca": ")"
+           + a + R"("}}})";
   };
   auto good = parse_orchestratord_config(tls(cert, key, ca), "t.json");
   INFO(joined(good.errors));
@@ -471,16 +528,18 @@ TEST_CASE("TLS files must exist and are named when they do not") {
   auto missing = (dir.path / "nope.pem").string();
   auto errors = orch_errors(tls(cert, missing, dir.path.string()));
   CHECK(errors.size() == 2);
-  CHECK_ERROR(errors, "$.cluster.tls.key", "expected an existing PEM file, found \"" + missing + "\" (no such file)");
+  CHECK_ERROR(errors, "$.cluster.tls.key",
+              "expected an existing PEM file, found \"" + missing + "\" (no such file)");
   CHECK_ERROR(errors, "$.cluster.tls.ca", "(not a regular file)");
 
   auto all_empty = parse_orchestratord_config(tls("", "", ""), "t.json");
   REQUIRE(all_empty.ok());
   CHECK_FALSE(all_empty.config->cluster.tls.enabled());
 
-  auto node = parse_pool_managerd_config(R"({"node_id": "n", "orchestrator": {"cluster": "h:1", "tls": {"certificate": ")"
-                                           + cert + R"(", "key": ")" + key + R"(", "ca": ")" + ca + R"("}}})",
-                                         "t.json");
+  auto node = parse_pool_managerd_config(
+    R"({"node_id": "n", "orchestrator": {"cluster": "h:1", "tls": {"certificate": ")" + cert
+      + R"(", "key": ")" + key + R"(", "ca": ")" + ca + R"("}}})",
+    "t.json");
   INFO(joined(node.errors));
   REQUIRE(node.ok());
   CHECK(node.config->orchestrator.tls.ca == ca);
@@ -490,7 +549,9 @@ TEST_CASE("loading files: unreadable files are one clear error") {
   temp_dir dir;
   auto r = load_orchestratord_config((dir.path / "absent.json").string());
   REQUIRE(r.errors.size() == 1);
-  CHECK(r.errors[0] == (dir.path / "absent.json").string() + ": expected a configuration file, found no such file");
+  CHECK(r.errors[0]
+        == (dir.path / "absent.json").string()
+             + ": expected a configuration file, found no such file");
 
   r = load_orchestratord_config(dir.path.string());
   REQUIRE(r.errors.size() == 1);
@@ -553,7 +614,8 @@ TEST_CASE("the local cluster files describe a loopback cluster") {
   CHECK(orch.config->heartbeat.interval_ms == 1000);
   CHECK(orch.config->heartbeat.timeout_ms == 3000);
   for (int i = 1; i <= 2; ++i) {
-    auto node = load_pool_managerd_config((dir / ("pool-managerd-" + std::to_string(i) + ".json")).string());
+    auto node =
+      load_pool_managerd_config((dir / ("pool-managerd-" + std::to_string(i) + ".json")).string());
     REQUIRE(node.ok());
     const auto& c = *node.config;
     CHECK(c.node_id == "gpu-node-" + std::to_string(i));
@@ -598,7 +660,8 @@ TEST_CASE("environment overrides") {
   env["ORCHESTRATORD_CLOUD_PROFILE"] = "yes";
   auto errors = apply_env(c, getenv_fn);
   REQUIRE(errors.size() == 1);
-  CHECK(errors[0] == "environment ORCHESTRATORD_CLOUD_PROFILE: expected true, false, 1 or 0, found \"yes\"");
+  CHECK(errors[0]
+        == "environment ORCHESTRATORD_CLOUD_PROFILE: expected true, false, 1 or 0, found \"yes\"");
   CHECK_FALSE(c.cloud_profile); // unchanged
 
   env["ORCHESTRATORD_CLOUD_PROFILE"] = "";
@@ -641,8 +704,8 @@ TEST_CASE("seeded mutations of the shipped files never crash the parser") {
     seeds.emplace_back(text.str(), entry.path().filename().string().rfind("pool-managerd", 0) == 0);
   }
   REQUIRE_FALSE(seeds.empty());
-  const char interesting[] = {'{', '}', '[', ']', '"', ',', ':', '\\', '/', '*', '\0', '\n', '0', '-',
-                              'e', '\xff', '\xc3', ' '};
+  const char interesting[] = {'{', '}',  '[',  ']', '"', ',', ':',    '\\',   '/',
+                              '*', '\0', '\n', '0', '-', 'e', '\xff', '\xc3', ' '};
   uint64_t state = 0x9e3779b97f4a7c15ULL;
   auto next = [&state] { // xorshift64*: fixed seed, same run every time
     state ^= state >> 12;

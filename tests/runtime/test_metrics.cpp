@@ -119,8 +119,8 @@ TEST_CASE("label values and help texts are escaped") {
   CHECK(escape_label_value("a\\b") == "a\\\\b");
   CHECK(escape_label_value("say \"hi\"") == "say \\\"hi\\\"");
   CHECK(escape_label_value("two\nlines") == "two\\nlines");
-  CHECK(escape_label_value("caf\xc3\xa9") == "caf\xc3\xa9");       // valid UTF-8 kept
-  CHECK(escape_label_value("bad\xff") == "bad\xef\xbf\xbd");        // invalid byte replaced
+  CHECK(escape_label_value("caf\xc3\xa9") == "caf\xc3\xa9");           // valid UTF-8 kept
+  CHECK(escape_label_value("bad\xff") == "bad\xef\xbf\xbd");           // invalid byte replaced
   CHECK(escape_label_value("\xc0\xaf") == "\xef\xbf\xbd\xef\xbf\xbd"); // overlong form rejected
   CHECK(escape_label_value("\xed\xa0\x80") == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"); // surrogate
 
@@ -218,11 +218,13 @@ TEST_CASE("programming errors throw invalid_argument") {
 
   // Same definition again: the same family. Different definition: an error.
   CHECK(&reg.gauge_family("pool_slots_total", "Slots.", {"pool_id"}) == &g);
-  CHECK_THROWS_AS(reg.gauge_family("pool_slots_total", "Slots.", {"node_id"}), std::invalid_argument);
+  CHECK_THROWS_AS(reg.gauge_family("pool_slots_total", "Slots.", {"node_id"}),
+                  std::invalid_argument);
   CHECK_THROWS_AS(reg.counter_family("pool_slots_total", "Slots."), std::invalid_argument);
   auto& h = reg.histogram_family("lat_seconds", "Latency.", {}, {1, 2});
   CHECK(&reg.histogram_family("lat_seconds", "Latency.", {}, {1, 2}) == &h);
-  CHECK_THROWS_AS(reg.histogram_family("lat_seconds", "Latency.", {}, {1, 3}), std::invalid_argument);
+  CHECK_THROWS_AS(reg.histogram_family("lat_seconds", "Latency.", {}, {1, 3}),
+                  std::invalid_argument);
   // Series names of a histogram are taken.
   CHECK_THROWS_AS(reg.gauge_family("lat_seconds_count", "x"), std::invalid_argument);
   CHECK_NOTHROW(reg.counter_family("lat_seconds_bucket_total", "x"));
@@ -245,7 +247,8 @@ TEST_CASE("children can be removed and cleared") {
   CHECK(f.with({"n1", "p2"}).value() == 0); // a fresh child
   f.clear();
   CHECK(f.size() == 0);
-  CHECK(reg.expose() == "# HELP orchd_pools_available Pool available.\n# TYPE orchd_pools_available gauge\n");
+  CHECK(reg.expose()
+        == "# HELP orchd_pools_available Pool available.\n# TYPE orchd_pools_available gauge\n");
 
   auto& single = reg.counter_family("x_total", "x");
   single.with({}).inc(4);
@@ -298,7 +301,7 @@ TEST_CASE("updates from many threads while exposing stay exact and well-formed")
       while (scrapes.load() == 0) // start once the scraper runs, so the two overlap
         std::this_thread::yield();
       for (int i = 0; i < per_thread; ++i) {
-        requests.with({name}).inc();  // lookup each time: exercises the child map under load
+        requests.with({name}).inc(); // lookup each time: exercises the child map under load
         requests.with({"shared"}).inc(0.5);
         level.with({}).inc();
         level.with({}).dec(0.5);
@@ -318,8 +321,10 @@ TEST_CASE("updates from many threads while exposing stay exact and well-formed")
     std::string name = "w" + std::to_string(t);
     CHECK(sample(text, "req_total{worker=\"" + name + "\"}") == per_thread);
     CHECK(sample(text, "lat_seconds_count{worker=\"" + name + "\"}") == per_thread);
-    CHECK(sample(text, "lat_seconds_bucket{worker=\"" + name + "\",le=\"0.25\"}") == per_thread / 2);
-    CHECK(sample(text, "lat_seconds_sum{worker=\"" + name + "\"}") == per_thread / 4 * (0.25 + 0.5 + 0.75));
+    CHECK(sample(text, "lat_seconds_bucket{worker=\"" + name + "\",le=\"0.25\"}")
+          == per_thread / 2);
+    CHECK(sample(text, "lat_seconds_sum{worker=\"" + name + "\"}")
+          == per_thread / 4 * (0.25 + 0.5 + 0.75));
   }
   CHECK(sample(text, "req_total{worker=\"shared\"}") == threads * per_thread * 0.5);
   CHECK(sample(text, "level") == threads * per_thread * 0.5);
@@ -330,7 +335,8 @@ TEST_CASE("promtool check metrics accepts every exposition") {
   auto& online = reg.gauge_family("orchd_nodes_online", "1 while the node is online.", {"node_id"});
   online.with({"gpu-node-1"}).set(1);
   online.with({"weird \"node\"\\\nname\xff"}).set(0);
-  reg.gauge_family("orchd_pools_available", "1 while the pool can take work.", {"node_id", "pool_id"});
+  reg.gauge_family("orchd_pools_available", "1 while the pool can take work.",
+                   {"node_id", "pool_id"});
   auto& hb = reg.counter_family("orchd_node_heartbeats_total", "Heartbeats by outcome.",
                                 {"node_id", "outcome"});
   hb.with({"gpu-node-1", "ok"}).inc(12);
