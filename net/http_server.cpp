@@ -695,11 +695,11 @@ void connection::close() {
   write_timer_.cancel();
   handler_timer_.cancel();
   linger_timer_.cancel();
+  state_->remove(this);  // first: a client that sees the close may connect again at once
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   outbox_.clear();
   outbox_bytes_ = 0;
-  state_->remove(this);
   if (auto ex = std::move(exchange_)) {
     exchange_.reset();
     end_exchange(std::move(ex));

@@ -453,8 +453,10 @@ TEST_CASE("server: SSE chunks arrive one by one, before the stream ends") {
   int acked = 0;
   std::thread writer;
   std::atomic<bool> stream_closed{false};
+  std::atomic<bool> stream_started{false};
   router.add("GET", "/events", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
-    REQUIRE(ex->start_stream(200, "text/event-stream", {{"X-Stream", "1"}}));
+    // Catch is not thread-safe: record here, check on the test thread.
+    stream_started = ex->start_stream(200, "text/event-stream", {{"X-Stream", "1"}});
     ex->on_close([&] { stream_closed = true; });
     writer = std::thread([&, ex] {
       for (int i = 0; i < 3; ++i) {
@@ -473,6 +475,7 @@ TEST_CASE("server: SSE chunks arrive one by one, before the stream ends") {
   REQUIRE(c.send(make_request("GET", "/events")));
   auto head = c.read_head();
   REQUIRE(head);
+  CHECK(stream_started.load());
   CHECK(head->status == 200);
   CHECK(head->header("content-type") == "text/event-stream");
   CHECK(head->header("transfer-encoding") == "chunked");
@@ -645,6 +648,7 @@ TEST_CASE("server: max_connections, read timeout and a port that is taken") {
   // Idle keep-alive connections are closed silently after read_timeout; a half-sent request
   // gets 408.
   CHECK(a.wait_closed(2s));
+  CHECK(b.wait_closed(2s));
   raw_client partial(s->port());
   REQUIRE(partial.send("GET /echo HTTP/1.1\r\nHost: x\r\n"));
   r = partial.read_response(2s);
