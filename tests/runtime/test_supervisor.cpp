@@ -277,7 +277,7 @@ TEST_CASE("supervisor: too many failures make it give up with an abnormal exit")
   CHECK(sys.render(reason).find("flaky") != std::string::npos);
   CHECK(*starts == 4); // the first start and 3 restarts; the 4th failure exceeds the limit
   CHECK(*sibling_starts == 1);
-  CHECK_FALSE(is_clean_exit(wait_down(self, sibling)));
+  CHECK(is_supervisor_error(wait_down(self, sibling), supervisor_errc::gave_up));
   std::lock_guard<std::mutex> g(hl.mtx);
   CHECK(hl.gave_up == std::vector<std::string>{"flaky"});
   CHECK(hl.restarts.size() == 3);
