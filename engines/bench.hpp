@@ -1,0 +1,26 @@
+#pragma once
+// Decode throughput and the memory-bandwidth limit it is measured against.
+#include <cstdint>
+#include <memory>
+
+#include "engines/model.hpp"
+
+namespace llorch::engine {
+
+struct bench_result {
+  int threads = 0, streams = 0, tokens = 0;
+  double seconds = 0;
+  double tokens_per_s = 0;         // aggregate over all streams
+  double read_gb_per_s = 0;        // measured read bandwidth of the mapped model file
+  double bytes_per_step = 0;       // weights + KV read per decode step (all streams)
+  double limit_tokens_per_s = 0;   // streams * bandwidth / bytes_per_step
+  double share = 0;                // tokens_per_s / limit_tokens_per_s
+};
+
+// Reads the whole mapped file with `threads` threads, best of a few passes, in GB/s.
+double measure_read_bandwidth(const mapped_file& f, int threads);
+
+// Greedy decode of `tokens` tokens on each of `streams` concurrent sequences.
+bench_result run_bench(std::shared_ptr<const model> m, int threads, int streams, int tokens);
+
+} // namespace llorch::engine

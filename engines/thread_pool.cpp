@@ -1,0 +1,90 @@
+#include "engines/thread_pool.hpp"
+
+#include <algorithm>
+
+namespace llorch::engine {
+
+namespace {
+inline void cpu_relax() { __builtin_ia32_pause(); }
+constexpr std::uint64_t chunk_mask = 0xffffffffULL;
+} // namespace
+
+thread_pool::thread_pool(int threads) {
+  const int n = std::max(1, threads);
+  for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { work(i); });
+}
+
+thread_pool::~thread_pool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_.store(true);
+    posted_.fetch_add(1);
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void thread_pool::drain(std::uint64_t gen, int worker) {
+  while (true) {
+    std::uint64_t c = next_.load(std::memory_order_acquire);
+    if ((c >> 32) != gen) return;
+    const std::int64_t k = static_cast<std::int64_t>(c & chunk_mask);
+    if (k >= chunks_.load(std::memory_order_acquire)) return;
+    if (!next_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
+    // the claimed chunk keeps this generation's job alive until it is counted as completed
+    const std::int64_t n = n_.load(std::memory_order_relaxed), size = chunk_.load(std::memory_order_relaxed);
+    const std::int64_t b = k * size, e = std::min(n, b + size);
+    (*fn_.load(std::memory_order_acquire))(b, e, worker);
+    completed_.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+void thread_pool::parallel_for(std::int64_t n, std::int64_t min_chunk, const range_fn& fn) {
+  if (n <= 0) return;
+  if (workers_.empty() || n <= min_chunk) {
+    fn(0, n, 0);
+    return;
+  }
+  // about four chunks per thread balances load without many atomic claims
+  const std::int64_t parts = 4 * static_cast<std::int64_t>(size());
+  const std::int64_t chunk = std::max(min_chunk, (n + parts - 1) / parts);
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
+  const std::uint64_t gen = (++generation_) & chunk_mask;
+  fn_.store(&fn, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
+  chunks_.store(chunks, std::memory_order_relaxed);
+  completed_.store(0, std::memory_order_relaxed);
+  next_.store(gen << 32, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    posted_.store(gen, std::memory_order_release);
+  }
+  wake_.notify_all();
+  drain(gen, 0);
+  for (int spins = 0; completed_.load(std::memory_order_acquire) != chunks; ++spins) {
+    if (spins < 2048) cpu_relax();
+    else std::this_thread::yield();
+  }
+}
+
+void thread_pool::work(int index) {
+  std::uint64_t seen = 0;
+  while (true) {
+    std::uint64_t g = posted_.load(std::memory_order_acquire);
+    for (int spins = 0; g == seen && spins < 4000; ++spins) {
+      cpu_relax();
+      g = posted_.load(std::memory_order_acquire);
+    }
+    if (g == seen) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return posted_.load(std::memory_order_acquire) != seen; });
+      g = posted_.load(std::memory_order_acquire);
+    }
+    seen = g;
+    if (stop_.load()) return;
+    drain(g, index);
+  }
+}
+
+} // namespace llorch::engine
