@@ -153,8 +153,9 @@ class connection : public std::enable_shared_from_this<connection> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   asio::steady_timer read_timer_, write_timer_, handler_timer_, linger_timer_;
-  std::deque<std::string> outbox_;
-  std::size_t outbox_bytes_ = 0;
+  std::deque<std::string> outbox_;   // waiting to be written
+  std::vector<std::string> sending_;  // being written, in one gathered write
+  std::size_t outbox_bytes_ = 0;      // both together
   std::shared_ptr<http_exchange> exchange_;
   std::uint64_t seq_ = 0;
   std::string cid_;
@@ -595,13 +596,22 @@ void connection::enqueue(std::string bytes) {
 
 void connection::do_write() {
   writing_ = true;
+  // Everything queued goes out in one gathered write: many small SSE events, few syscalls.
+  sending_.clear();
+  std::vector<asio::const_buffer> buffers;
+  while (!outbox_.empty() && sending_.size() < 64) {
+    sending_.push_back(std::move(outbox_.front()));
+    outbox_.pop_front();
+  }
+  for (const auto& s : sending_)
+    buffers.push_back(asio::buffer(s));
   // A client that stops reading must not hold the connection forever.
   write_timer_.expires_after(std::max(state_->options.read_timeout, std::chrono::milliseconds(1000)));
   write_timer_.async_wait([self = shared_from_this()](error_code ec) {
     if (!ec && self->writing_)
       self->close();
   });
-  asio::async_write(socket_, asio::buffer(outbox_.front()),
+  asio::async_write(socket_, buffers,
                     [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
 }
 
@@ -612,8 +622,9 @@ void connection::on_write(error_code ec) {
     return;
   if (ec)
     return close();
-  outbox_bytes_ -= outbox_.front().size();
-  outbox_.pop_front();
+  for (const auto& s : sending_)
+    outbox_bytes_ -= s.size();
+  sending_.clear();
   if (!outbox_.empty())
     return do_write();
   if (close_after_write_)
@@ -699,7 +710,7 @@ void connection::close() {
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   outbox_.clear();
-  outbox_bytes_ = 0;
+  outbox_bytes_ = 0;  // sending_ stays: a cancelled write may still refer to it
   if (auto ex = std::move(exchange_)) {
     exchange_.reset();
     end_exchange(std::move(ex));

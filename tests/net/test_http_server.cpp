@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -502,6 +503,29 @@ TEST_CASE("server: SSE chunks arrive one by one, before the stream ends") {
   CHECK(r->status == 404);
 }
 
+TEST_CASE("server: a burst of stream writes from another thread arrives complete and in order") {
+  http_router router;
+  std::thread writer;
+  router.add("GET", "/burst", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
+    ex->start_stream(200, "text/event-stream");
+    writer = std::thread([ex] {
+      for (int i = 0; i < 2000; ++i)
+        ex->write("data: " + std::to_string(i) + "\n\n");
+      ex->finish();
+    });
+  });
+  auto s = start({}, std::move(router));
+  raw_client c(s->port());
+  REQUIRE(c.send(make_request("GET", "/burst")));
+  auto r = c.read_response(10s);
+  writer.join();
+  REQUIRE(r);
+  std::string expected;
+  for (int i = 0; i < 2000; ++i)
+    expected += "data: " + std::to_string(i) + "\n\n";
+  CHECK(r->body == expected);
+}
+
 TEST_CASE("server: a client that disconnects closes its exchange") {
   http_router router;
   std::mutex m;
@@ -691,4 +715,52 @@ TEST_CASE("server: many clients on several threads") {
   for (auto& c : clients)
     c.join();
   CHECK(ok.load() == 400);
+}
+
+// Not part of the normal run (hidden tag): prints throughput and latency of small keep-alive
+// requests. `test_net_http "[.bench]"`
+TEST_CASE("server: request throughput and latency", "[.bench]") {
+  for (int threads : {1, 2}) {
+    http_server_options o;
+    o.threads = threads;
+    o.token = "bench-token";
+    http_router router;
+    router.add("POST", "/v2/nodes/{id}/heartbeat", route_access::token,
+               [](std::shared_ptr<http_exchange> ex) {
+                 ex->respond(json_response(200, R"({"success":true,"next_heartbeat_ms":1000})"));
+               });
+    auto s = start(o, std::move(router));
+    constexpr int clients = 8, per_client = 2000;
+    std::vector<std::vector<double>> lat(clients);
+    std::atomic<int> ok{0};
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < clients; ++t)
+      pool.emplace_back([&, t] {
+        raw_client c(s->port());
+        const auto req = make_request("POST", "/v2/nodes/n" + std::to_string(t) + "/heartbeat",
+                                      {"Authorization: Bearer bench-token"},
+                                      R"({"pools":[{"pool_id":"p0","ready":true}]})");
+        for (int i = 0; i < per_client; ++i) {
+          const auto a = std::chrono::steady_clock::now();
+          if (!c.send(req))
+            return;
+          auto r = c.read_response();
+          if (!r || r->status != 200)
+            return;
+          lat[t].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+          ++ok;
+        }
+      });
+    for (auto& p : pool)
+      p.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::vector<double> all;
+    for (auto& l : lat)
+      all.insert(all.end(), l.begin(), l.end());
+    std::sort(all.begin(), all.end());
+    REQUIRE(all.size() == static_cast<std::size_t>(clients * per_client));
+    std::printf("threads=%d clients=%d requests=%d: %.0f req/s, p50 %.3f ms, p99 %.3f ms\n", threads,
+                clients, ok.load(), ok.load() / secs, all[all.size() / 2], all[all.size() * 99 / 100]);
+  }
 }
