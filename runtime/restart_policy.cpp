@@ -63,7 +63,8 @@ std::optional<std::chrono::milliseconds> restart_policy::on_failure(clock::time_
   auto factor = 1.0 + limits_.jitter * (2.0 * next_unit() - 1.0);
   auto jittered = std::max(0.0, std::round(base * factor));
   // Rounding must not push the delay past the documented bound.
-  auto bound = std::floor(static_cast<double>(limits_.backoff_max.count()) * (1.0 + limits_.jitter));
+  auto cap = static_cast<double>(limits_.backoff_max.count());
+  auto bound = std::floor(cap * (1.0 + limits_.jitter));
   auto delay = std::chrono::milliseconds{static_cast<std::int64_t>(std::min(jittered, bound))};
   restart_due_ = now + delay;
   return delay;

@@ -36,7 +36,6 @@ struct child_entry {
 
 struct supervisor_state {
   std::string name;
-  restart_limits limits;
   supervisor_hooks hooks;
   std::vector<child_entry> children;
   bool gave_up = false; // set just before quit: nothing else may be started
@@ -63,23 +62,22 @@ void handle_failure(caf::event_based_actor* self, const state_ptr& st, std::size
   auto delay = c.policy.on_failure(now);
   auto in_window = c.policy.restarts_in_window(now);
   if (!delay) {
-    auto within_ms = static_cast<std::int64_t>(st->limits.within.count());
+    auto within_ms = static_cast<std::int64_t>(c.policy.limits().within.count());
     log::error("supervisor_gave_up", {{"supervisor", st->name},
                                       {"child", c.spec.name},
                                       {"reason", c.last_reason},
                                       {"failures", in_window},
-                                      {"max_restarts", st->limits.max_restarts},
+                                      {"max_restarts", c.policy.limits().max_restarts},
                                       {"within_ms", within_ms}});
     if (st->hooks.on_give_up)
       st->hooks.on_give_up(c.spec.name);
     c.status = child_status::stopped;
     st->gave_up = true;
-    self->quit(make_supervisor_error(
-      supervisor_errc::gave_up, "supervisor '" + st->name + "': child '" + c.spec.name + "' failed "
-                                  + std::to_string(in_window) + " times within "
-                                  + std::to_string(within_ms) + " ms (limit "
-                                  + std::to_string(st->limits.max_restarts) + "), last reason: "
-                                  + c.last_reason));
+    auto what = "supervisor '" + st->name + "': child '" + c.spec.name + "' failed "
+                + std::to_string(in_window) + " times within " + std::to_string(within_ms)
+                + " ms (limit " + std::to_string(c.policy.limits().max_restarts)
+                + "), last reason: " + c.last_reason;
+    self->quit(make_supervisor_error(supervisor_errc::gave_up, std::move(what)));
     return;
   }
   c.last_delay = *delay;
@@ -130,7 +128,8 @@ caf::behavior supervisor_actor(caf::event_based_actor* self, state_ptr st) {
   // Runs on every exit path, kill included: no child outlives its supervisor.
   // The exit message carries the supervisor's own reason (anon_send_exit only takes the enum).
   self->attach_functor([st, me = self->address()](const caf::error& reason) {
-    auto forwarded = is_clean_exit(reason) ? caf::make_error(caf::exit_reason::user_shutdown) : reason;
+    auto forwarded =
+      is_clean_exit(reason) ? caf::make_error(caf::exit_reason::user_shutdown) : reason;
     for (auto& c : st->children)
       if (c.handle)
         caf::anon_send(c.handle, caf::exit_msg{me, forwarded});
@@ -249,11 +248,11 @@ caf::actor spawn_supervisor(caf::actor_system& sys, std::string name, restart_li
                             std::vector<child_spec> children, supervisor_hooks hooks) {
   auto st = std::make_shared<supervisor_state>();
   st->name = std::move(name);
-  st->limits = limits;
   st->hooks = std::move(hooks);
   st->children.reserve(children.size());
   for (std::size_t i = 0; i < children.size(); ++i)
-    st->children.push_back(child_entry{std::move(children[i]), restart_policy{limits, jitter_seed(i)},
+    st->children.push_back(child_entry{std::move(children[i]),
+                                       restart_policy{limits, jitter_seed(i)},
                                        child_status::restarting, caf::actor{}, 0, 0, false,
                                        std::string{}, std::chrono::milliseconds{0}});
   return sys.spawn(supervisor_actor, std::move(st));

@@ -12,7 +12,8 @@ namespace {
 
 time_point at(int ms) { return time_point{} + milliseconds{ms}; }
 
-restart_limits no_jitter(int initial_ms, int max_ms, int max_restarts = 100, int within_ms = 60000) {
+restart_limits no_jitter(int initial_ms, int max_ms, int max_restarts = 100,
+                         int within_ms = 60000) {
   restart_limits l;
   l.backoff_initial = milliseconds{initial_ms};
   l.backoff_max = milliseconds{max_ms};

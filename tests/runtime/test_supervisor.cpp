@@ -366,7 +366,8 @@ TEST_CASE("supervisor: escalation restarts the whole subtree, which then recover
                                    return n <= 3 ? inner->home_system().spawn(crash_on_start)
                                                  : inner->home_system().spawn(worker);
                                  }});
-       return spawn_supervisor(sup->home_system(), "inner", inner_limits, std::move(inner_children));
+       return spawn_supervisor(sup->home_system(), "inner", inner_limits,
+                               std::move(inner_children));
      }});
   auto outer = spawn_supervisor(sys, "outer", fast_limits(3, 5ms, 10ms), std::move(outer_children),
                                 outer_hooks.hooks());
@@ -511,7 +512,8 @@ TEST_CASE("supervisor: each restart is logged as actor_restarted") {
   std::remove(path);
   auto log_text = text.str();
   CHECK(log_text.find("child_down supervisor=logsup child=logged reason=") != std::string::npos);
-  CHECK(log_text.find("actor_restarted supervisor=logsup child=logged reason=") != std::string::npos);
+  CHECK(log_text.find("actor_restarted supervisor=logsup child=logged reason=")
+        != std::string::npos);
   CHECK(log_text.find("told to crash") != std::string::npos);
   CHECK(log_text.find("delay_ms=20 restarts=1") != std::string::npos);
 }
