@@ -46,20 +46,38 @@ void softmax(float* x, int n) {
 
 void cpu_transformer::matmul(const std::vector<matmul_job>& jobs, const float* in, int n_rows) {
   std::int64_t total = 0, work = 0;
+  bool quantised = false;
+  const std::int64_t cols = jobs.front().w->cols; // every job reads the same input
   for (const auto& j : jobs) {
     total += j.w->rows;
     work += j.w->rows * j.w->cols * n_rows;
+    quantised = quantised || j.w->type == tensor_type::q8_0;
+  }
+  if (quantised) {
+    // Q8_0 weights multiply the input quantised per row and 32-block, done once per call
+    const auto n = static_cast<std::size_t>(n_rows) * static_cast<std::size_t>(cols);
+    qx_.resize(n);
+    qd_.resize(n / q8_block_size);
+    for (int r = 0; r < n_rows; ++r)
+      quantize_q8(in + r * cols, static_cast<int>(cols), qx_.data() + r * cols,
+                  qd_.data() + r * cols / q8_block_size);
   }
   const auto body = [&](std::int64_t begin, std::int64_t end, int) {
     std::int64_t base = 0;
     for (const auto& j : jobs) {
-      const std::int64_t rows = j.w->rows, cols = j.w->cols;
+      const std::int64_t rows = j.w->rows;
       const std::int64_t b = std::max(begin - base, std::int64_t{0});
       const std::int64_t e = std::min(end - base, rows);
-      // weight row outer, batch inner: the row stays in cache for every sequence
-      for (std::int64_t i = b; i < e; ++i)
-        for (int r = 0; r < n_rows; ++r)
-          j.out[r * rows + i] = dot_row(*j.w, i, in + r * cols);
+      // four weight rows at a time, every sequence of the batch while they are in cache
+      for (std::int64_t i = b; i < e; i += 4) {
+        const int count = static_cast<int>(std::min<std::int64_t>(4, e - i));
+        for (int r = 0; r < n_rows; ++r) {
+          float out[4];
+          dot_rows(*j.w, i, count, in + r * cols, qx_.data() + r * cols,
+                   qd_.data() + r * cols / q8_block_size, out);
+          for (int k = 0; k < count; ++k) j.out[r * rows + i + k] = out[k];
+        }
+      }
       base += rows;
     }
   };

@@ -61,7 +61,8 @@ private:
 
   std::shared_ptr<const model> model_;
   thread_pool pool_;
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_;
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, qd_;
+  std::vector<std::int8_t> qx_;
 };
 
 } // namespace llorch::engine
