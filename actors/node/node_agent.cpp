@@ -1,0 +1,207 @@
+#include "actors/node/node_agent.hpp"
+
+#include "runtime/log.hpp"
+
+#include <random>
+
+namespace llorch {
+namespace {
+
+std::int64_t wall_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+struct agent_state {
+  static inline const char* name = "node_agent";
+
+  node_agent_settings settings;
+  caf::io::middleman_actor middleman;
+  caf::actor registry;
+  bool registered = false;
+  std::uint64_t generation = 0; // bumped on every (re)connect: stale timers and replies are ignored
+  std::chrono::milliseconds backoff{0};
+  std::int32_t last_rtt_ms = -1;
+  std::minstd_rand jitter{std::random_device{}()};
+};
+
+using agent_actor = caf::stateful_actor<agent_state>;
+
+void schedule_connect(agent_actor* self);
+
+void lose_orchestrator(agent_actor* self, const char* reason) {
+  auto& st = self->state;
+  if (st.registry)
+    self->demonitor(st.registry);
+  st.registry = nullptr;
+  st.registered = false;
+  ++st.generation;
+  log::warn("orchestrator_lost", {{"node_id", st.settings.identity.node_id}, {"reason", reason}});
+  schedule_connect(self);
+}
+
+// Retry delay: starts small so a restarted control plane is found within a second, doubles up to
+// reconnect_max, with +/-20 % jitter so that a fleet does not reconnect in lockstep.
+void schedule_connect(agent_actor* self) {
+  auto& st = self->state;
+  auto& s = st.settings;
+  st.backoff = st.backoff.count() == 0 ? s.reconnect_initial
+                                       : std::min(st.backoff * 2, s.reconnect_max);
+  std::uniform_real_distribution<double> spread(0.8, 1.2);
+  auto delay = std::chrono::milliseconds(
+    static_cast<std::int64_t>(static_cast<double>(st.backoff.count()) * spread(st.jitter)));
+  self->delayed_send(self, delay, connect_timer_atom::value, st.generation);
+}
+
+void schedule_heartbeat(agent_actor* self) {
+  auto& st = self->state;
+  self->delayed_send(self, st.settings.heartbeat_interval, beat_timer_atom::value, st.generation);
+}
+
+void register_node(agent_actor* self) {
+  auto& st = self->state;
+  auto gen = st.generation;
+  self
+    ->request(st.registry, st.settings.request_timeout, register_atom::value, st.settings.token,
+              st.settings.identity, caf::actor_cast<caf::actor>(self))
+    .then(
+      [self, gen](const registry_reply& r) {
+        auto& s = self->state;
+        if (gen != s.generation)
+          return;
+        if (!r.ok()) {
+          log::error("registration_refused", {{"node_id", s.settings.identity.node_id},
+                                              {"status", r.status},
+                                              {"code", r.code},
+                                              {"message", r.message}});
+          lose_orchestrator(self, "registration refused");
+          return;
+        }
+        s.registered = true;
+        s.backoff = std::chrono::milliseconds(0);
+        log::info("node_registered", {{"node_id", s.settings.identity.node_id},
+                                      {"orchestrator", s.settings.orchestrator_host + ":"
+                                                         + std::to_string(
+                                                           s.settings.orchestrator_port)}});
+        schedule_heartbeat(self);
+      },
+      [self, gen](const caf::error& err) {
+        if (gen != self->state.generation)
+          return;
+        log::warn("registration_failed", {{"node_id", self->state.settings.identity.node_id},
+                                          {"error", self->system().render(err)}});
+        lose_orchestrator(self, "registration failed");
+      });
+}
+
+void connect(agent_actor* self) {
+  auto& st = self->state;
+  auto gen = st.generation;
+  self
+    ->request(st.middleman, st.settings.request_timeout, caf::connect_atom::value,
+              st.settings.orchestrator_host, st.settings.orchestrator_port)
+    .then(
+      [self, gen](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+        auto& s = self->state;
+        if (gen != s.generation)
+          return;
+        if (!ptr) {
+          log::warn("connect_failed", {{"node_id", s.settings.identity.node_id},
+                                       {"error", "nothing is published on that port"}});
+          schedule_connect(self);
+          return;
+        }
+        s.registry = caf::actor_cast<caf::actor>(std::move(ptr));
+        self->monitor(s.registry);
+        register_node(self);
+      },
+      [self, gen](const caf::error& err) {
+        auto& s = self->state;
+        if (gen != s.generation)
+          return;
+        log::debug("connect_failed", {{"node_id", s.settings.identity.node_id},
+                                      {"error", self->system().render(err)}});
+        schedule_connect(self);
+      });
+}
+
+void heartbeat(agent_actor* self) {
+  auto& st = self->state;
+  node_heartbeat hb;
+  hb.node_id = st.settings.identity.node_id;
+  hb.timestamp_ms = wall_ms();
+  hb.pools = st.settings.identity.pools;
+  hb.rtt_ms = st.last_rtt_ms;
+  auto gen = st.generation;
+  auto sent = std::chrono::steady_clock::now();
+  self->request(st.registry, st.settings.heartbeat_interval, heartbeat_atom::value,
+                st.settings.token, std::move(hb))
+    .then(
+      [self, gen, sent](const registry_reply& r) {
+        auto& s = self->state;
+        if (gen != s.generation)
+          return;
+        auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - sent);
+        s.last_rtt_ms = static_cast<std::int32_t>(rtt.count() / 1000);
+        if (s.settings.on_heartbeat_rtt)
+          s.settings.on_heartbeat_rtt(rtt);
+        if (r.status == 404) {
+          // The control plane forgot us (restart, forced deregistration): register again.
+          log::info("heartbeat_rejected", {{"node_id", s.settings.identity.node_id},
+                                           {"code", r.code}, {"action", "re-register"}});
+          s.registered = false;
+          ++s.generation; // the running heartbeat timer stops; registration starts a new one
+          register_node(self);
+        } else if (!r.ok()) {
+          log::error("heartbeat_rejected", {{"node_id", s.settings.identity.node_id},
+                                            {"status", r.status}, {"code", r.code},
+                                            {"message", r.message}});
+        }
+      },
+      [self, gen](const caf::error& err) {
+        if (gen != self->state.generation)
+          return;
+        log::warn("heartbeat_failed", {{"node_id", self->state.settings.identity.node_id},
+                                       {"error", self->system().render(err)}});
+      });
+  schedule_heartbeat(self);
+}
+
+caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
+                         caf::io::middleman_actor middleman) {
+  self->system().registry().put(node_agent_name, caf::actor_cast<caf::strong_actor_ptr>(self));
+  self->state.settings = std::move(settings);
+  self->state.middleman = std::move(middleman);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    if (dm.source == self->state.registry.address())
+      lose_orchestrator(self, "connection lost");
+  });
+  self->send(self, connect_timer_atom::value, self->state.generation);
+  return {
+    [self](connect_timer_atom, std::uint64_t gen) {
+      if (gen == self->state.generation && !self->state.registry)
+        connect(self);
+    },
+    [self](beat_timer_atom, std::uint64_t gen) {
+      if (gen == self->state.generation && self->state.registered)
+        heartbeat(self);
+    },
+    [self](caf::get_atom) {
+      return std::make_tuple(self->state.registered, self->state.settings.identity.pools);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor current_node_agent(caf::actor_system& sys) {
+  return caf::actor_cast<caf::actor>(sys.registry().get(node_agent_name));
+}
+
+caf::actor spawn_node_agent(caf::actor_system& sys, node_agent_settings settings,
+                            caf::io::middleman_actor middleman) {
+  return sys.spawn(node_agent, std::move(settings), std::move(middleman));
+}
+
+} // namespace llorch

@@ -1,0 +1,17 @@
+#pragma once
+// pool-managerd's pool metrics (CONTRACT §6), set from the pools' real state.
+#include "runtime/messages.hpp"
+
+#include <vector>
+
+namespace llorch::metrics {
+class registry;
+}
+
+namespace llorch {
+
+// Registers every pool metric family and sets the gauges from `pools`. Called whenever a pool's
+// state changes; counters only get their per-pool child (they count real events elsewhere).
+void export_pool_metrics(metrics::registry& registry, const std::vector<pool_status>& pools);
+
+} // namespace llorch

@@ -1,0 +1,46 @@
+#include "net/cluster_transport.hpp"
+
+#include "runtime/messages.hpp"
+
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+namespace llorch::net {
+
+void configure_cluster(caf::actor_system_config& cfg, const cluster_options& opts) {
+  cfg.add_message_types<caf::id_block::llorch>();
+  cfg.load<caf::io::middleman>();
+  // Both sides must use the same values: each side's timeout must exceed the other's interval.
+  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(opts.keepalive_ms)});
+  cfg.set("middleman.connection-timeout",
+          caf::timespan{std::chrono::milliseconds(opts.dead_after_ms)});
+  if (opts.scheduler_threads > 0)
+    cfg.set("scheduler.max-threads", opts.scheduler_threads);
+  if (opts.tls) {
+    cfg.openssl_certificate = opts.certificate;
+    cfg.openssl_key = opts.key;
+    cfg.openssl_cafile = opts.ca;
+    cfg.load<caf::openssl::manager>();
+  }
+}
+
+caf::io::middleman_actor cluster_middleman(caf::actor_system& sys, bool tls) {
+  if (tls)
+    return sys.openssl_manager().actor_handle();
+  return sys.middleman().actor_handle();
+}
+
+bool publish_on(caf::actor_system& sys, const caf::actor& whom, const std::string& host,
+                std::uint16_t port, bool tls, std::uint16_t& bound_port, std::string& error) {
+  auto result = tls ? caf::openssl::publish(whom, port, host.c_str(), true)
+                    : sys.middleman().publish(whom, port, host.c_str(), true);
+  if (!result) {
+    error = "cannot listen on " + host + ":" + std::to_string(port) + ": "
+            + sys.render(result.error());
+    return false;
+  }
+  bound_port = *result;
+  return true;
+}
+
+} // namespace llorch::net

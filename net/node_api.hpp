@@ -1,0 +1,20 @@
+#pragma once
+// pool-managerd's HTTP routes (CONTRACT §3): health, metrics, pools. Handlers ask the node_agent.
+#include <caf/fwd.hpp>
+
+#include <memory>
+#include <string>
+
+namespace llorch::metrics {
+class registry;
+}
+
+namespace llorch::net {
+
+class http_router;
+
+// Handlers address the node_agent by its name in the actor system's registry.
+void add_node_routes(http_router& router, caf::actor_system& sys, std::string node_id, std::string handoff_dir,
+                     std::shared_ptr<metrics::registry> metrics);
+
+} // namespace llorch::net

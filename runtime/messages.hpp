@@ -1,0 +1,164 @@
+#pragma once
+// Every message exchanged between actors of llama-orch, across processes included. Each type has an
+// inspect() and a type ID in the `llorch` block; every process registers the block at start-up
+// (runtime/bootstrap), so a type is never sent as an empty message.
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llorch {
+
+struct gpu_info {
+  std::string device_id;
+  std::string name;
+  std::uint64_t vram_total_bytes = 0;
+  std::string compute_capability;
+};
+
+struct node_capabilities {
+  std::vector<gpu_info> gpus;
+  std::int32_t cpu_cores = 0;
+  std::uint64_t ram_total_bytes = 0;
+};
+
+// One pool as its node sees it (CONTRACT `Pool`), plus the local state machine word.
+struct pool_status {
+  std::string pool_id;
+  std::string node_id;
+  std::string state = "unloaded"; // unloaded|loading|ready|draining|failed
+  bool ready = false;
+  bool draining = false;
+  std::int32_t slots_total = 0;
+  std::int32_t slots_free = 0;
+  std::uint64_t vram_total_bytes = 0;
+  std::uint64_t vram_free_bytes = 0;
+  std::string engine;
+  std::string engine_version;
+  std::string model_id;
+  std::vector<std::string> models;
+  std::string device_mask;
+  std::int32_t restarts = 0;
+  std::string last_error;
+};
+
+// A node as the registry knows it (CONTRACT `Node`). The first block is what the node reports;
+// the second is owned by the registry.
+struct node_info {
+  std::string node_id;
+  std::string machine_id;
+  std::string address;
+  std::string version;
+  node_capabilities capabilities;
+  std::vector<pool_status> pools;
+
+  std::string status = "registering"; // registering|online|draining|offline
+  bool online = false;
+  std::int64_t registered_at_ms = 0;
+  std::int64_t last_heartbeat_ms = 0;
+};
+
+// A heartbeat: liveness plus the status of the pools it lists. rtt_ms is the round trip the node
+// measured for its previous heartbeat (-1 if none yet): the pool health-check latency.
+struct node_heartbeat {
+  std::string node_id;
+  std::int64_t timestamp_ms = 0;
+  std::vector<pool_status> pools;
+  std::int32_t rtt_ms = -1;
+};
+
+// The registry's answer to register / heartbeat / deregister / drain, in HTTP terms so that the HTTP
+// facade and the cluster transport share one code path: status 200/202/204 on success, else the
+// status and error code of CONTRACT §1.
+struct registry_reply {
+  std::int32_t status = 200;
+  std::string code;
+  std::string message;
+  std::string node_id;
+  std::int64_t next_heartbeat_ms = 0;
+  bool ok() const { return status >= 200 && status < 300; }
+};
+
+// Answer to a single-node query: found is false for an unknown id.
+struct node_lookup {
+  bool found = false;
+  node_info node;
+};
+
+// Cluster summary for /health.
+struct cluster_summary {
+  std::int32_t nodes_online = 0;
+  std::int32_t pools_available = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gpu_info& x) {
+  return f(caf::meta::type_name("gpu_info"), x.device_id, x.name, x.vram_total_bytes,
+           x.compute_capability);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_capabilities& x) {
+  return f(caf::meta::type_name("node_capabilities"), x.gpus, x.cpu_cores, x.ram_total_bytes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pool_status& x) {
+  return f(caf::meta::type_name("pool_status"), x.pool_id, x.node_id, x.state, x.ready, x.draining,
+           x.slots_total, x.slots_free, x.vram_total_bytes, x.vram_free_bytes, x.engine,
+           x.engine_version, x.model_id, x.models, x.device_mask, x.restarts, x.last_error);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_info& x) {
+  return f(caf::meta::type_name("node_info"), x.node_id, x.machine_id, x.address, x.version,
+           x.capabilities, x.pools, x.status, x.online, x.registered_at_ms, x.last_heartbeat_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_heartbeat& x) {
+  return f(caf::meta::type_name("node_heartbeat"), x.node_id, x.timestamp_ms, x.pools, x.rtt_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, registry_reply& x) {
+  return f(caf::meta::type_name("registry_reply"), x.status, x.code, x.message, x.node_id,
+           x.next_heartbeat_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_lookup& x) {
+  return f(caf::meta::type_name("node_lookup"), x.found, x.node);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_summary& x) {
+  return f(caf::meta::type_name("cluster_summary"), x.nodes_online, x.pools_available);
+}
+
+// Atoms (CAF 0.17: at most 10 characters).
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using deregister_atom = caf::atom_constant<caf::atom("deregister")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using pool_atom = caf::atom_constant<caf::atom("pool")>;
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using summary_atom = caf::atom_constant<caf::atom("summary")>;
+using connect_timer_atom = caf::atom_constant<caf::atom("connectt")>;
+using beat_timer_atom = caf::atom_constant<caf::atom("beatt")>;
+
+} // namespace llorch
+
+CAF_BEGIN_TYPE_ID_BLOCK(llorch, caf::first_custom_type_id)
+  CAF_ADD_TYPE_ID(llorch, (llorch::gpu_info))
+  CAF_ADD_TYPE_ID(llorch, (llorch::node_capabilities))
+  CAF_ADD_TYPE_ID(llorch, (llorch::pool_status))
+  CAF_ADD_TYPE_ID(llorch, (std::vector<llorch::pool_status>))
+  CAF_ADD_TYPE_ID(llorch, (llorch::node_info))
+  CAF_ADD_TYPE_ID(llorch, (std::vector<llorch::node_info>))
+  CAF_ADD_TYPE_ID(llorch, (llorch::node_heartbeat))
+  CAF_ADD_TYPE_ID(llorch, (llorch::registry_reply))
+  CAF_ADD_TYPE_ID(llorch, (llorch::node_lookup))
+  CAF_ADD_TYPE_ID(llorch, (llorch::cluster_summary))
+CAF_END_TYPE_ID_BLOCK(llorch)

@@ -1,0 +1,174 @@
+// pool-managerd: a GPU host. Joins the cluster through its node_agent and serves the node API.
+#include "actors/node/node_agent.hpp"
+#include "actors/node/pool_metrics.hpp"
+#include "net/cluster_transport.hpp"
+#include "net/http_router.hpp"
+#include "net/http_server.hpp"
+#include "net/node_api.hpp"
+#include "runtime/config.hpp"
+#include "runtime/daemon.hpp"
+#include "runtime/host_probe.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/supervisor.hpp"
+
+#include <llorch_version.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+
+using namespace llorch;
+
+namespace {
+
+// The pools of the config as they stand before any engine runs: not ready, no free slot.
+std::vector<pool_status> configured_pools(const config::pool_managerd_config& cfg,
+                                          const node_capabilities& caps) {
+  std::vector<std::string> models;
+  for (auto& m : cfg.models)
+    models.push_back(m.id);
+  std::vector<pool_status> out;
+  for (auto& p : cfg.pools) {
+    pool_status s;
+    s.pool_id = p.id;
+    s.node_id = cfg.node_id;
+    s.state = "unloaded";
+    s.slots_total = p.slots;
+    s.engine = p.engine;
+    s.model_id = p.model ? p.model->id : "";
+    s.models = models;
+    for (auto d : p.devices) {
+      s.device_mask += (s.device_mask.empty() ? "" : ",") + std::to_string(d);
+      for (auto& g : caps.gpus)
+        if (g.device_id == std::to_string(d))
+          s.vram_total_bytes += g.vram_total_bytes;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  block_termination_signals();
+  daemon_args args;
+  if (auto rc = parse_daemon_args(argc, argv, "pool-managerd",
+                                  "the llama-orch GPU node daemon", args))
+    return *rc;
+  if (args.config_path.empty()) {
+    std::fprintf(stderr, "pool-managerd: --config FILE is required (see config/ for examples)\n");
+    return 2;
+  }
+  auto loaded = config::load_pool_managerd_config(args.config_path);
+  if (!loaded.ok())
+    return report_config_errors(loaded.errors);
+  auto cfg = std::move(*loaded.config);
+  if (auto errors = config::apply_env(cfg, [](const char* n) { return std::getenv(n); });
+      !errors.empty())
+    return report_config_errors(errors);
+  if (args.check_config) {
+    std::printf("%s: ok\n", args.config_path.c_str());
+    return 0;
+  }
+  if (!cfg.http_listen.is_loopback() && cfg.auth.token.empty()) {
+    std::fprintf(stderr,
+                 "pool-managerd: refusing to listen on %s without a token: set LLORCH_API_TOKEN "
+                 "(or auth.token in the config)\n",
+                 cfg.http_listen.to_string().c_str());
+    return 2;
+  }
+
+  log::level lvl = log::level::info;
+  log::parse_level(cfg.log_level, lvl);
+  log::init("pool-managerd", lvl);
+
+  std::string gpu_note;
+  auto caps = probe_host(gpu_note);
+  log::info("host_probed", {{"node_id", cfg.node_id},
+                            {"gpus", caps.gpus.size()},
+                            {"cpu_cores", caps.cpu_cores},
+                            {"ram_total_bytes", caps.ram_total_bytes},
+                            {"note", gpu_note}});
+
+  caf::actor_system_config sys_cfg;
+  net::cluster_options copts;
+  copts.tls = cfg.orchestrator.tls.enabled();
+  copts.certificate = cfg.orchestrator.tls.certificate;
+  copts.key = cfg.orchestrator.tls.key;
+  copts.ca = cfg.orchestrator.tls.ca;
+  copts.keepalive_ms = cfg.orchestrator.keepalive_ms;
+  copts.dead_after_ms = cfg.orchestrator.dead_after_ms;
+  net::configure_cluster(sys_cfg, copts);
+  caf::actor_system sys{sys_cfg};
+
+  auto metrics = std::make_shared<metrics::registry>();
+  auto pools = configured_pools(cfg, caps);
+  export_pool_metrics(*metrics, pools);
+
+  // Bind HTTP first: the advertised address needs the real port when the config says port 0.
+  net::http_router router;
+  std::string error;
+  net::http_server_options hopts;
+  hopts.host = cfg.http_listen.host;
+  hopts.port = cfg.http_listen.port;
+  hopts.body_limit = cfg.http_body_limit;
+  hopts.token = cfg.auth.token;
+  hopts.protect_reads = cfg.auth.protect_reads;
+  hopts.server_name = std::string("pool-managerd/") + llorch::version;
+
+  node_agent_settings as;
+  as.identity.node_id = cfg.node_id;
+  as.identity.machine_id = cfg.machine_id;
+  as.identity.version = llorch::version;
+  as.identity.capabilities = caps;
+  as.identity.pools = pools;
+  as.token = cfg.auth.token;
+  as.orchestrator_host = cfg.orchestrator.listen_or_connect.host;
+  as.orchestrator_port = cfg.orchestrator.listen_or_connect.port;
+  as.heartbeat_interval = std::chrono::milliseconds(cfg.heartbeat.interval_ms);
+
+  restart_limits limits;
+  limits.max_restarts = cfg.restart.max_restarts;
+  limits.within = std::chrono::seconds(cfg.restart.within_s);
+  limits.backoff_initial = std::chrono::milliseconds(cfg.restart.backoff_initial_ms);
+  limits.backoff_max = std::chrono::milliseconds(cfg.restart.backoff_max_ms);
+  auto restarts = &metrics->counter_family("pool_actor_restarts_total",
+                                           "Actors restarted by their supervisor", {"actor"});
+  supervisor_hooks hooks;
+  hooks.on_restart = [restarts](const std::string& name, int) { restarts->with({name}).inc(); };
+
+  // The agent starts once the HTTP port is known (it reports the address); until then the routes
+  // answer 503, for the microseconds that takes.
+  caf::actor root;
+  auto start_agent = [&](std::uint16_t http_port) {
+    as.identity.address = cfg.advertise_address.empty()
+                            ? config::default_advertise_address(cfg.http_listen, http_port)
+                            : cfg.advertise_address;
+    auto mm = net::cluster_middleman(sys, copts.tls);
+    std::vector<child_spec> children;
+    children.push_back({"node_agent", [as, mm](caf::local_actor* sup) {
+                          return spawn_node_agent(sup->home_system(), as, mm);
+                        }});
+    root = spawn_supervisor(sys, "pool-managerd", limits, std::move(children), hooks);
+  };
+
+  net::add_node_routes(router, sys, cfg.node_id, cfg.handoff_dir, metrics);
+  auto server = net::http_server::start(hopts, std::move(router), error);
+  if (!server) {
+    std::fprintf(stderr, "pool-managerd: http.listen: %s\n", error.c_str());
+    return 1;
+  }
+  start_agent(server->port());
+  log::info("listening", {{"node_id", cfg.node_id},
+                          {"http", config::endpoint{cfg.http_listen.host, server->port()}.to_string()},
+                          {"orchestrator", cfg.orchestrator.listen_or_connect.to_string()},
+                          {"tls", copts.tls},
+                          {"version", llorch::version}});
+
+  auto sig = wait_for_termination();
+  log::info("shutting_down", {{"signal", sig}, {"node_id", cfg.node_id}});
+  server->stop();
+  caf::anon_send_exit(root, caf::exit_reason::user_shutdown);
+  return 0;
+}

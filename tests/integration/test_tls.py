@@ -1,0 +1,53 @@
+"""Mutual TLS on the cluster port, with certificates made here by openssl."""
+import subprocess
+import time
+
+from cluster import wait_until
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
+
+
+def make_cert(d, ca, name):
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", cwd=d)
+    (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext", cwd=d)
+
+
+def tls(d, name, ca):
+    return {"certificate": str(d / f"{name}.pem"), "key": str(d / f"{name}.key"),
+            "ca": str(d / f"{ca}.pem")}
+
+
+def test_tls_cluster_admits_only_nodes_with_a_cluster_ca_certificate(cluster, tmp_path):
+    d = tmp_path / "pki"
+    d.mkdir()
+    make_ca(d, "cluster-ca")
+    make_ca(d, "rogue-ca")
+    for name in ("orchestratord", "gpu-node-1"):
+        make_cert(d, "cluster-ca", name)
+    make_cert(d, "rogue-ca", "rogue")
+
+    cluster.start_orchestratord(extra={"cluster": {"tls": tls(d, "orchestratord", "cluster-ca")}})
+    assert "tls=true" in cluster.orch.read_log()
+    cluster.start_node("gpu-node-1", orchestrator_extra={"tls": tls(d, "gpu-node-1", "cluster-ca")})
+    assert wait_until(lambda: cluster.online("gpu-node-1"), 5) is not None
+
+    # A node whose certificate comes from another CA, and one speaking plain BASP, cannot join
+    # even with the right token.
+    rogue = cluster.start_node("rogue", orchestrator_extra={"tls": tls(d, "rogue", "rogue-ca")})
+    plain = cluster.start_node("plain")
+    time.sleep(1.5)
+    assert cluster.node("rogue") is None
+    assert cluster.node("plain") is None
+    assert rogue.proc.poll() is None and plain.proc.poll() is None  # they keep retrying
+    assert cluster.orch.proc.poll() is None
+    assert cluster.online("gpu-node-1")
