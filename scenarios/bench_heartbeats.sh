@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 nodes=${1:-1000}
 procs=${2:-4}
 seconds=${3:-20}
-bin=build/bin
+bin=${LLORCH_BIN:-build/bin}
 [ -x $bin/orchestratord ] && [ -x $bin/llorch-sim-nodes ] || bash scripts/build.sh
 work=$(mktemp -d)
 pids=()

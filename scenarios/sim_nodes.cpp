@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <thread>
 
 using namespace llorch;
 
@@ -71,6 +72,9 @@ int main(int argc, char** argv) {
       rtts_us.push_back(rtt.count());
     };
     agents.push_back(spawn_node_agent(sys, std::move(s), mm));
+    // Real nodes start at unrelated times: spread the agents over one interval so their
+    // heartbeats do not arrive in lockstep bursts.
+    std::this_thread::sleep_for(std::chrono::microseconds(interval_ms * 1000 / count));
   }
   wait_for_termination();
   for (auto& a : agents)
