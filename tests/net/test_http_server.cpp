@@ -13,7 +13,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
-#include <future>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 #include <regex>
