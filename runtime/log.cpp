@@ -4,13 +4,26 @@
 #include <spdlog/spdlog.h>
 
 #include <memory>
+#include <mutex>
 
 namespace llorch::log {
 namespace {
 
-std::shared_ptr<spdlog::logger>& logger() {
-  static std::shared_ptr<spdlog::logger> instance;
-  return instance;
+// Replaced by init(); read from any thread (HTTP, CAF workers), hence the atomic accessors.
+std::shared_ptr<spdlog::logger>& instance() {
+  static std::shared_ptr<spdlog::logger> lg;
+  return lg;
+}
+
+std::shared_ptr<spdlog::logger> logger() {
+  if (auto lg = std::atomic_load(&instance()))
+    return lg;
+  static std::once_flag once; // a process that logs before init() gets a default logger once
+  std::call_once(once, [] {
+    if (!std::atomic_load(&instance()))
+      init("llorch");
+  });
+  return std::atomic_load(&instance());
 }
 
 spdlog::level::level_enum to_spdlog(level lvl) {
@@ -70,7 +83,7 @@ void init(std::string_view process, level lvl) {
   lg->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %n %v", spdlog::pattern_time_type::utc);
   lg->set_level(to_spdlog(lvl));
   lg->flush_on(spdlog::level::trace); // journald and tests read lines as they happen
-  logger() = std::move(lg);
+  std::atomic_store(&instance(), std::move(lg));
 }
 
 bool parse_level(std::string_view text, level& out) {
@@ -87,8 +100,7 @@ bool parse_level(std::string_view text, level& out) {
 }
 
 void set_level(level lvl) {
-  if (logger())
-    logger()->set_level(to_spdlog(lvl));
+  logger()->set_level(to_spdlog(lvl));
 }
 
 std::string format_fields(std::initializer_list<field> fields) {
@@ -104,18 +116,16 @@ std::string format_fields(std::initializer_list<field> fields) {
 }
 
 void event(level lvl, std::string_view name, std::initializer_list<field> fields) {
-  if (!logger())
-    init("llorch");
-  auto& lg = *logger();
+  auto lg = logger();
   auto sl = to_spdlog(lvl);
-  if (!lg.should_log(sl))
+  if (!lg->should_log(sl))
     return;
   std::string line(name);
   if (fields.size() > 0) {
     line += ' ';
     line += format_fields(fields);
   }
-  lg.log(sl, line);
+  lg->log(sl, line);
 }
 
 } // namespace llorch::log
