@@ -16,6 +16,7 @@
 #include "engines/bench.hpp"
 #include "engines/kernels.hpp"
 #include "engines/model.hpp"
+#include "engines/serve.hpp"
 #include "engines/test_model.hpp"
 #include "engines/tokenizer.hpp"
 #include "engines/utf8.hpp"
@@ -38,6 +39,10 @@ const char* usage =
     "      the generated ones)\n"
     "  bench --model PATH [--tokenizer PATH] [--threads N] [--streams N] [--tokens N]\n"
     "      decode throughput against the measured memory-bandwidth limit\n"
+    "  serve --model PATH [--tokenizer PATH] [--model-id ID] --handoff-dir DIR --pool-id ID\n"
+    "        [--replica-id ID] [--slots N] [--ctx N] [--threads N] [--device-mask MASK]\n"
+    "      the replica process: publishes the engine actor on 127.0.0.1 (port 0), writes\n"
+    "      DIR/<pool-id>-<replica-id>.json when ready, removes it and exits 0 on SIGTERM\n"
     "  --help, --version\n";
 
 int die(const std::string& msg) {
@@ -220,6 +225,42 @@ int cmd_bench(int argc, char** argv) {
   return 0;
 }
 
+int cmd_serve(int argc, char** argv) {
+  auto a = parse(argc, argv, 2,
+                 {"--model", "--tokenizer", "--model-id", "--handoff-dir", "--pool-id", "--replica-id",
+                  "--slots", "--ctx", "--threads", "--device-mask"},
+                 {});
+  if (!a.error.empty()) return die(a.error);
+  for (const char* k : {"--model", "--handoff-dir", "--pool-id"})
+    if (!a.has(k)) return die(std::string(k) + " is required");
+  eng::serve_options o;
+  o.model_path = a.get("--model");
+  o.tokenizer_path = a.get("--tokenizer");
+  o.model_id = a.get("--model-id");
+  o.handoff_dir = a.get("--handoff-dir");
+  o.pool_id = a.get("--pool-id");
+  o.replica_id = a.get("--replica-id", "0");
+  o.device_mask = a.get("--device-mask", "cpu");
+  long long slots = 4, ctx = 0, threads = default_threads();
+  if (a.has("--slots") && !to_long(a.get("--slots"), 1, 1024, slots))
+    return die("--slots must be an integer from 1 to 1024");
+  if (a.has("--ctx") && !to_long(a.get("--ctx"), 1, 1 << 20, ctx))
+    return die("--ctx must be an integer from 1 to 1048576");
+  if (a.has("--threads") && !to_long(a.get("--threads"), 1, 256, threads))
+    return die("--threads must be an integer from 1 to 256");
+  for (const std::string* id : {&o.pool_id, &o.replica_id})
+    if (id->empty() || id->find('/') != std::string::npos || (*id)[0] == '.')
+      return die("--pool-id and --replica-id must be non-empty names without '/' or a leading '.'");
+  o.slots = static_cast<int>(slots);
+  o.context = static_cast<int>(ctx);
+  o.threads = static_cast<int>(threads);
+  if (auto st = eng::run_serve(o); !st) {
+    std::fprintf(stderr, "llorch-engine: %s\n", st.message().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -239,6 +280,6 @@ int main(int argc, char** argv) {
   if (cmd == "make-test-model") return cmd_make_test_model(argc, argv);
   if (cmd == "generate") return cmd_generate(argc, argv);
   if (cmd == "bench") return cmd_bench(argc, argv);
-  if (cmd == "serve") return die("serve is not available in this build yet");
+  if (cmd == "serve") return cmd_serve(argc, argv);
   return die("unknown command \"" + cmd + "\" (see --help)");
 }

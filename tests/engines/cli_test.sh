@@ -27,4 +27,21 @@ for args in "generate --model $dir/none.bin --prompt x --max-tokens 1" "generate
   if "$bin" $args >/dev/null 2>"$dir/err"; then echo "expected failure: $args"; exit 1; fi
   [ "$(wc -l < "$dir/err")" -eq 1 ] || { echo "expected one error line for: $args"; cat "$dir/err"; exit 1; }
 done
-echo "cli ok: $n golden prompts"
+# serve: handoff file when ready, removed on SIGTERM with exit 0
+hand="$dir/handoff"; rm -rf "$hand"; mkdir -p "$hand"
+"$bin" serve --model "$dir/tiny/model.bin" --handoff-dir "$hand" --pool-id pool-t --replica-id 2 --slots 2 \
+  --threads 1 2>"$dir/serve.log" &
+pid=$!
+i=0
+while [ ! -f "$hand/pool-t-2.json" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+[ -f "$hand/pool-t-2.json" ] || { echo "no handoff file"; cat "$dir/serve.log"; kill $pid; exit 1; }
+grep -q '"endpoint":"127.0.0.1:' "$hand/pool-t-2.json"
+grep -q "\"pid\":$pid" "$hand/pool-t-2.json"
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+[ $rc -eq 0 ] || { echo "serve exited $rc on SIGTERM"; exit 1; }
+[ ! -e "$hand/pool-t-2.json" ] || { echo "handoff file left behind"; exit 1; }
+[ -z "$(ls "$hand")" ] || { echo "temp files left in $hand"; exit 1; }
+if "$bin" serve --model "$dir/none.bin" --handoff-dir "$hand" --pool-id p 2>"$dir/err"; then echo "serve without model"; exit 1; fi
+[ "$(wc -l < "$dir/err")" -eq 1 ]
+echo "cli ok: $n golden prompts, serve"

@@ -1,0 +1,150 @@
+#include "engines/engine_worker.hpp"
+
+namespace llorch::engine {
+
+engine_worker::engine_worker(std::shared_ptr<const model> m, int threads, int slots, int context,
+                             std::string model_id)
+    : model_(m), tokenizer_(m->vocab), decoder_(m, threads, slots, context),
+      model_id_(std::move(model_id)), free_slots_(decoder_.slots()) {
+  thread_ = std::thread([this] { loop(); });
+}
+
+engine_worker::~engine_worker() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void engine_worker::submit(engine_generate g) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    waiting_.push_back(std::move(g));
+    queued_.store(static_cast<int>(waiting_.size()));
+  }
+  wake_.notify_all();
+}
+
+void engine_worker::cancel(std::uint64_t task_id) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancels_.push_back(task_id);
+  }
+  wake_.notify_all();
+}
+
+engine_status engine_worker::status() const {
+  engine_status s;
+  s.slots_total = decoder_.slots();
+  s.slots_free = free_slots_.load();
+  s.queued = queued_.load();
+  s.ctx_max = decoder_.context();
+  s.model_id = model_id_;
+  return s;
+}
+
+void engine_worker::finish(std::uint64_t id, const std::string& reason, const std::string& error) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  stream& s = it->second;
+  caf::anon_send(s.reply_to, engine_done{id, reason, s.next_index, error, s.text.finish()});
+  streams_.erase(it);
+}
+
+void engine_worker::loop() {
+  std::deque<engine_generate> waiting; // owned by this thread once taken from the inbox
+  while (true) {
+    std::vector<std::uint64_t> cancels;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] {
+        return stop_ || !cancels_.empty() || (!waiting_.empty()) || decoder_.active() > 0 ||
+               (!waiting.empty() && decoder_.free_slots() > 0);
+      });
+      if (stop_) break;
+      cancels.swap(cancels_);
+      while (!waiting_.empty()) {
+        waiting.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
+    }
+    // cancels take effect before the next step: no token of a cancelled task follows
+    for (auto id : cancels) {
+      if (decoder_.cancel(id)) {
+        finish(id, "cancelled");
+        continue;
+      }
+      for (auto it = waiting.begin(); it != waiting.end(); ++it)
+        if (it->task_id == id) {
+          caf::anon_send(it->reply_to, engine_done{id, "cancelled", it->first_index, {}, {}});
+          waiting.erase(it);
+          break;
+        }
+    }
+    // waiting requests join the batch while slots are free
+    while (!waiting.empty() && decoder_.free_slots() > 0) {
+      engine_generate g = std::move(waiting.front());
+      waiting.pop_front();
+      decode_request r;
+      r.id = g.task_id;
+      r.prompt = tokenizer_.encode(g.prompt, true);
+      for (auto t : g.resume_ids) r.prompt.push_back(t);
+      r.max_tokens = g.max_tokens;
+      r.sampling = {g.temperature, g.top_k, g.top_p, g.seed};
+      r.ignore_eos = g.ignore_eos;
+      r.first_index = g.first_index;
+      if (streams_.count(g.task_id) != 0) {
+        caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index, "task is already running", {}});
+        continue;
+      }
+      const int prev = r.prompt.back();
+      if (auto st = decoder_.submit(std::move(r)); !st) {
+        caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index, st.message(), {}});
+        continue;
+      }
+      stream s;
+      s.reply_to = g.reply_to;
+      s.prev = prev;
+      s.next_index = g.first_index;
+      streams_.emplace(g.task_id, std::move(s));
+    }
+    queued_.store(static_cast<int>(waiting.size()) + [&] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      return static_cast<int>(waiting_.size());
+    }());
+    free_slots_.store(decoder_.free_slots());
+    if (decoder_.active() == 0) continue;
+
+    for (const auto& e : decoder_.step()) {
+      auto it = streams_.find(e.id);
+      if (it == streams_.end()) continue;
+      stream& s = it->second;
+      if (e.token >= 0) {
+        const bool eos = e.finished == finish_reason::eos;
+        const std::string piece = eos ? std::string() : s.text.push(tokenizer_.decode(s.prev, e.token));
+        caf::anon_send(s.reply_to, engine_token{e.id, e.index, e.token, piece});
+        s.prev = e.token;
+        s.next_index = e.index + 1;
+      }
+      if (e.finished != finish_reason::none) finish(e.id, finish_reason_name(e.finished));
+    }
+    free_slots_.store(decoder_.free_slots());
+  }
+  // shutting down: every open stream ends with an error the task actor can resume from
+  std::vector<std::uint64_t> open;
+  for (const auto& kv : streams_) open.push_back(kv.first);
+  for (auto id : open) finish(id, "error", "engine is shutting down");
+}
+
+caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_worker> worker) {
+  (void)self;
+  return {
+      [worker](engine_generate& g) { worker->submit(std::move(g)); },
+      [worker](const engine_cancel& c) { worker->cancel(c.task_id); },
+      [worker](engine_status_atom) { return worker->status(); },
+  };
+}
+
+} // namespace llorch::engine

@@ -1,0 +1,63 @@
+#pragma once
+// The decode loop of a replica on its own thread. The engine actor hands it requests and
+// cancels; it runs continuous batching steps while anything is active and streams every token
+// straight to the request's reply_to actor (one engine_token each, then engine_done).
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engines/batch_decoder.hpp"
+#include "engines/engine_protocol.hpp"
+#include "engines/tokenizer.hpp"
+#include "engines/utf8.hpp"
+
+namespace llorch::engine {
+
+class engine_worker {
+public:
+  engine_worker(std::shared_ptr<const model> m, int threads, int slots, int context, std::string model_id);
+  ~engine_worker();
+  engine_worker(const engine_worker&) = delete;
+  engine_worker& operator=(const engine_worker&) = delete;
+
+  void submit(engine_generate g);
+  void cancel(std::uint64_t task_id);
+  engine_status status() const;
+
+private:
+  struct stream {
+    caf::actor reply_to;
+    int prev = 0;
+    std::uint64_t next_index = 0;
+    utf8_stream text;
+  };
+  void loop();
+  void start_waiting();
+  void finish(std::uint64_t id, const std::string& reason, const std::string& error = {});
+
+  std::shared_ptr<const model> model_;
+  tokenizer tokenizer_;
+  batch_decoder decoder_;
+  std::string model_id_;
+  std::map<std::uint64_t, stream> streams_; // decode thread only
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<engine_generate> waiting_;
+  std::vector<std::uint64_t> cancels_;
+  bool stop_ = false;
+  std::atomic<int> free_slots_;
+  std::atomic<int> queued_{0};
+  std::thread thread_;
+};
+
+// The engine actor: forwards engine_generate / engine_cancel to the worker, answers
+// engine_status_atom with an engine_status.
+caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_worker> worker);
+
+} // namespace llorch::engine
