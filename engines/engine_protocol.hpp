@@ -77,12 +77,14 @@ struct engine_status {
   std::int32_t queued = 0;
   std::int32_t ctx_max = 0;
   std::string model_id;
+  std::uint64_t tokens_total = 0;    // tokens streamed since start
+  std::uint64_t cancelled_total = 0; // streams ended by cancel or by their receiver going down
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, engine_status& x) {
   return f(caf::meta::type_name("engine_status"), x.slots_total, x.slots_free, x.queued, x.ctx_max,
-           x.model_id);
+           x.model_id, x.tokens_total, x.cancelled_total);
 }
 
 // Asks the engine actor for an engine_status.

@@ -42,6 +42,8 @@ engine_status engine_worker::status() const {
   s.queued = queued_.load();
   s.ctx_max = decoder_.context();
   s.model_id = model_id_;
+  s.tokens_total = tokens_total_.load();
+  s.cancelled_total = cancelled_total_.load();
   return s;
 }
 
@@ -73,11 +75,13 @@ void engine_worker::loop() {
     // cancels take effect before the next step: no token of a cancelled task follows
     for (auto id : cancels) {
       if (decoder_.cancel(id)) {
+        cancelled_total_.fetch_add(1);
         finish(id, "cancelled");
         continue;
       }
       for (auto it = waiting.begin(); it != waiting.end(); ++it)
         if (it->task_id == id) {
+          cancelled_total_.fetch_add(1);
           caf::anon_send(it->reply_to, engine_done{id, "cancelled", it->first_index, {}, {}});
           waiting.erase(it);
           break;
@@ -125,6 +129,7 @@ void engine_worker::loop() {
         const bool eos = e.finished == finish_reason::eos;
         const std::string piece = eos ? std::string() : s.text.push(tokenizer_.decode(s.prev, e.token));
         caf::anon_send(s.reply_to, engine_token{e.id, e.index, e.token, piece});
+        tokens_total_.fetch_add(1, std::memory_order_relaxed);
         s.prev = e.token;
         s.next_index = e.index + 1;
       }
@@ -139,9 +144,23 @@ void engine_worker::loop() {
 }
 
 caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_worker> worker) {
-  (void)self;
+  // a receiver that goes down without cancelling must not keep its slots busy
+  auto receivers = std::make_shared<std::map<caf::actor_addr, std::vector<std::uint64_t>>>();
+  self->set_down_handler([worker, receivers](caf::down_msg& dm) {
+    auto it = receivers->find(dm.source);
+    if (it == receivers->end()) return;
+    for (auto id : it->second) worker->cancel(id);
+    receivers->erase(it);
+  });
   return {
-      [worker](engine_generate& g) { worker->submit(std::move(g)); },
+      [self, worker, receivers](engine_generate& g) {
+        if (g.reply_to) {
+          auto& ids = (*receivers)[g.reply_to.address()];
+          if (ids.empty()) self->monitor(g.reply_to);
+          ids.push_back(g.task_id);
+        }
+        worker->submit(std::move(g));
+      },
       [worker](const engine_cancel& c) { worker->cancel(c.task_id); },
       [worker](engine_status_atom) { return worker->status(); },
   };

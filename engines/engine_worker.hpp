@@ -53,6 +53,7 @@ private:
   bool stop_ = false;
   std::atomic<int> free_slots_;
   std::atomic<int> queued_{0};
+  std::atomic<std::uint64_t> tokens_total_{0}, cancelled_total_{0};
   std::thread thread_;
 };
 

@@ -189,3 +189,26 @@ TEST_CASE("the handoff file is written atomically with every contract field") {
     CHECK(text.find(field) != std::string::npos);
   CHECK_FALSE(write_handoff("/nonexistent-dir/x.json", h).ok());
 }
+
+TEST_CASE("a receiver that goes down has its stream cancelled and its slot freed") {
+  config cfg;
+  caf::actor_system sys{cfg};
+  auto m = load_model(test_model("s15m", "gguf"));
+  REQUIRE(m.ok());
+  auto engine = sys.spawn(engine_actor, std::make_shared<engine_worker>(*m, 1, 1, 0, "s15m"));
+  {
+    caf::scoped_actor gone{sys};
+    gone->send(engine, request(5, "bye", 250, caf::actor_cast<caf::actor>(gone)));
+    gone->receive([](const engine_token&) {}); // the stream has started
+  }
+  caf::scoped_actor self{sys};
+  engine_status st;
+  for (int i = 0; i < 400 && st.cancelled_total == 0; ++i) {
+    self->request(engine, std::chrono::seconds(5), engine_status_atom::value)
+        .receive([&](const engine_status& s) { st = s; }, [&](const caf::error&) {});
+    if (st.cancelled_total == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(st.cancelled_total == 1);
+  CHECK(st.tokens_total < 250);
+  self->send_exit(engine, caf::exit_reason::user_shutdown);
+}
