@@ -1,6 +1,7 @@
 // llorch-engine: the inference engine's command line (CONTRACT §5a): make-test-model, generate,
 // bench. Each failure is one clear line on stderr and a non-zero exit.
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -248,9 +249,14 @@ int cmd_serve(int argc, char** argv) {
     return die("--ctx must be an integer from 1 to 1048576");
   if (a.has("--threads") && !to_long(a.get("--threads"), 1, 256, threads))
     return die("--threads must be an integer from 1 to 256");
-  for (const std::string* id : {&o.pool_id, &o.replica_id})
-    if (id->empty() || id->find('/') != std::string::npos || (*id)[0] == '.')
-      return die("--pool-id and --replica-id must be non-empty names without '/' or a leading '.'");
+  // the handoff watcher accepts ids of 1 to 64 characters from [A-Za-z0-9._-]
+  for (const std::string* id : {&o.pool_id, &o.replica_id}) {
+    const bool ok = !id->empty() && id->size() <= 64 && (*id)[0] != '.' &&
+                    std::all_of(id->begin(), id->end(), [](char c) {
+                      return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+                    });
+    if (!ok) return die("--pool-id and --replica-id must be 1 to 64 characters from [A-Za-z0-9._-]");
+  }
   o.slots = static_cast<int>(slots);
   o.context = static_cast<int>(ctx);
   o.threads = static_cast<int>(threads);
