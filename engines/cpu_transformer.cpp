@@ -74,7 +74,7 @@ void cpu_transformer::matmul(const std::vector<matmul_job>& jobs, const float* i
         for (int r = 0; r < n_rows; ++r) {
           float out[4];
           dot_rows(*j.w, i, count, in + r * cols, qx_.data() + r * cols,
-                   qd_.data() + r * cols / q8_block_size, out);
+                   qd_.data() + r * cols / q8_block_size, out, r == 0);
           for (int k = 0; k < count; ++k) j.out[r * rows + i + k] = out[k];
         }
       }

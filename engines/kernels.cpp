@@ -121,14 +121,15 @@ float dot_q8_portable(const std::uint8_t* w, const std::int8_t* qx, const float*
 
 #define LLORCH_AVX2 __attribute__((target("avx2,f16c")))
 
-LLORCH_AVX2 inline float hsum16(__m256 a0, __m256 a1) {
-  alignas(32) float acc[16];
-  _mm256_store_ps(acc, a0);
-  _mm256_store_ps(acc + 8, a1);
-  return reduce16(acc);
+// reduce8 / reduce16 in registers, the same additions in the same order.
+LLORCH_AVX2 inline float tree8(__m256 s8) {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 t = _mm_add_ps(s4, _mm_movehl_ps(s4, s4)); // (s4[0]+s4[2], s4[1]+s4[3])
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
+LLORCH_AVX2 inline float tree16(__m256 a0, __m256 a1) { return tree8(_mm256_add_ps(a0, a1)); }
 
-template <int R>
+template <int R, bool P>
 LLORCH_AVX2 void dot_f32_avx2(const float* const* w, const float* x, int n, float* out) {
   __m256 a0[R], a1[R];
   for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
@@ -137,12 +138,16 @@ LLORCH_AVX2 void dot_f32_avx2(const float* const* w, const float* x, int n, floa
     const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
     for (int r = 0; r < R; ++r) {
       // the same offset in the next group of rows: keeps a steady stream of lines in flight
-      _mm_prefetch(reinterpret_cast<const char*>(w[r] + j + R * n), _MM_HINT_T0);
+      if (P) _mm_prefetch(reinterpret_cast<const char*>(w[r] + j + R * n), _MM_HINT_T0);
       a0[r] = _mm256_add_ps(a0[r], _mm256_mul_ps(_mm256_loadu_ps(w[r] + j), x0));
       a1[r] = _mm256_add_ps(a1[r], _mm256_mul_ps(_mm256_loadu_ps(w[r] + j + 8), x1));
     }
   }
   for (int r = 0; r < R; ++r) {
+    if (j == n) {
+      out[r] = tree16(a0[r], a1[r]);
+      continue;
+    }
     alignas(32) float acc[16];
     _mm256_store_ps(acc, a0[r]);
     _mm256_store_ps(acc + 8, a1[r]);
@@ -151,7 +156,7 @@ LLORCH_AVX2 void dot_f32_avx2(const float* const* w, const float* x, int n, floa
   }
 }
 
-template <int R>
+template <int R, bool P>
 LLORCH_AVX2 void dot_f16_avx2(const std::uint8_t* const* w, const float* x, int n, float* out) {
   __m256 a0[R], a1[R];
   for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
@@ -159,7 +164,7 @@ LLORCH_AVX2 void dot_f16_avx2(const std::uint8_t* const* w, const float* x, int 
   for (; j + 16 <= n; j += 16) {
     const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(w[r] + 2 * j + 2 * R * n), _MM_HINT_T0);
+      if (P) _mm_prefetch(reinterpret_cast<const char*>(w[r] + 2 * j + 2 * R * n), _MM_HINT_T0);
       const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 2 * j)));
       const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 2 * j + 16)));
       a0[r] = _mm256_add_ps(a0[r], _mm256_mul_ps(w0, x0));
@@ -167,6 +172,10 @@ LLORCH_AVX2 void dot_f16_avx2(const std::uint8_t* const* w, const float* x, int 
     }
   }
   for (int r = 0; r < R; ++r) {
+    if (j == n) {
+      out[r] = tree16(a0[r], a1[r]);
+      continue;
+    }
     alignas(32) float acc[16];
     _mm256_store_ps(acc, a0[r]);
     _mm256_store_ps(acc + 8, a1[r]);
@@ -175,7 +184,7 @@ LLORCH_AVX2 void dot_f16_avx2(const std::uint8_t* const* w, const float* x, int 
   }
 }
 
-template <int R>
+template <int R, bool P>
 LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* const* w, const std::int8_t* qx, const float* qd, int n,
                              float* out) {
   __m256 acc[R];
@@ -186,7 +195,7 @@ LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* const* w, const std::int8_t* qx
     const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * q8_block_size));
     for (int r = 0; r < R; ++r) {
       const std::uint8_t* blk = w[r] + b * q8_block_bytes;
-      _mm_prefetch(reinterpret_cast<const char*>(blk + row_bytes), _MM_HINT_T0);
+      if (P) _mm_prefetch(reinterpret_cast<const char*>(blk + row_bytes), _MM_HINT_T0);
       std::uint16_t dh;
       std::memcpy(&dh, blk, 2);
       const __m256 d = _mm256_set1_ps(f16_to_f32(dh) * qd[b]);
@@ -198,11 +207,7 @@ LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* const* w, const std::int8_t* qx
       acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(p32), d));
     }
   }
-  for (int r = 0; r < R; ++r) {
-    alignas(32) float a[8];
-    _mm256_store_ps(a, acc[r]);
-    out[r] = reduce8(a);
-  }
+  for (int r = 0; r < R; ++r) out[r] = tree8(acc[r]);
 }
 
 bool detect_avx2() {
@@ -212,7 +217,7 @@ bool detect_avx2() {
 
 bool g_avx2 = detect_avx2();
 
-template <int R>
+template <int R, bool P>
 void dot_rows_avx2(const tensor& t, std::int64_t row0, const float* x, const std::int8_t* qx,
                    const float* qd, float* out) {
   const std::uint8_t* w[R];
@@ -222,11 +227,11 @@ void dot_rows_avx2(const tensor& t, std::int64_t row0, const float* x, const std
   case tensor_type::f32: {
     const float* wf[R];
     for (int r = 0; r < R; ++r) wf[r] = reinterpret_cast<const float*>(w[r]);
-    dot_f32_avx2<R>(wf, x, n, out);
+    dot_f32_avx2<R, P>(wf, x, n, out);
     return;
   }
-  case tensor_type::f16: dot_f16_avx2<R>(w, x, n, out); return;
-  case tensor_type::q8_0: dot_q8_avx2<R>(w, qx, qd, n, out); return;
+  case tensor_type::f16: dot_f16_avx2<R, P>(w, x, n, out); return;
+  case tensor_type::q8_0: dot_q8_avx2<R, P>(w, qx, qd, n, out); return;
   }
 }
 
@@ -236,13 +241,21 @@ const char* kernel_path() { return g_avx2 ? "avx2" : "portable"; }
 void force_portable_kernels(bool on) { g_avx2 = on ? false : detect_avx2(); }
 
 void dot_rows(const tensor& t, std::int64_t row0, int count, const float* x, const std::int8_t* qx,
-              const float* qd, float* out) {
+              const float* qd, float* out, bool prefetch_next) {
   if (g_avx2) {
+    if (prefetch_next) {
+      switch (count) {
+      case 4: dot_rows_avx2<4, true>(t, row0, x, qx, qd, out); return;
+      case 3: dot_rows_avx2<3, true>(t, row0, x, qx, qd, out); return;
+      case 2: dot_rows_avx2<2, true>(t, row0, x, qx, qd, out); return;
+      default: dot_rows_avx2<1, true>(t, row0, x, qx, qd, out); return;
+      }
+    }
     switch (count) {
-    case 4: dot_rows_avx2<4>(t, row0, x, qx, qd, out); return;
-    case 3: dot_rows_avx2<3>(t, row0, x, qx, qd, out); return;
-    case 2: dot_rows_avx2<2>(t, row0, x, qx, qd, out); return;
-    default: dot_rows_avx2<1>(t, row0, x, qx, qd, out); return;
+    case 4: dot_rows_avx2<4, false>(t, row0, x, qx, qd, out); return;
+    case 3: dot_rows_avx2<3, false>(t, row0, x, qx, qd, out); return;
+    case 2: dot_rows_avx2<2, false>(t, row0, x, qx, qd, out); return;
+    default: dot_rows_avx2<1, false>(t, row0, x, qx, qd, out); return;
     }
   }
   const int n = static_cast<int>(t.cols);
@@ -265,7 +278,7 @@ float dot_row(const tensor& t, std::int64_t row, const float* x) {
     quantize_q8(x, static_cast<int>(t.cols), q.data(), d.data());
   }
   float out = 0.0f;
-  dot_rows(t, row, 1, x, q.data(), d.data(), &out);
+  dot_rows(t, row, 1, x, q.data(), d.data(), &out, true);
   return out;
 }
 

@@ -23,9 +23,10 @@ struct q8_activation {
 void quantize_q8(const float* x, int n, std::int8_t* q, float* d);
 
 // out[k] = dot(row row0 + k of t, x) for k < count (count 1..4). qx/qd: x quantised by
-// quantize_q8, used only when t is Q8_0.
+// quantize_q8, used only when t is Q8_0. prefetch_next asks for the next group of rows to be
+// fetched meanwhile (once per group: the other sequences of a batch find the rows in cache).
 void dot_rows(const tensor& t, std::int64_t row0, int count, const float* x, const std::int8_t* qx,
-              const float* qd, float* out);
+              const float* qd, float* out, bool prefetch_next);
 
 // Single-row convenience (quantises x itself for Q8_0).
 float dot_row(const tensor& t, std::int64_t row, const float* x);
