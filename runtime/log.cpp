@@ -1,8 +1,10 @@
 #include "runtime/log.hpp"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 
@@ -38,6 +40,21 @@ spdlog::level::level_enum to_spdlog(level lvl) {
   }
   return spdlog::level::info;
 }
+
+// "<N>" syslog priority prefix: journald reads it, so `journalctl -p err` finds our errors.
+class syslog_priority final : public spdlog::custom_flag_formatter {
+public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr const char* prio[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
+    auto i = static_cast<std::size_t>(msg.level);
+    const char* p = i < 7 ? prio[i] : "<6>";
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<syslog_priority>();
+  }
+};
 
 bool needs_quotes(std::string_view v) {
   if (v.empty())
@@ -80,7 +97,14 @@ void append_value(std::string& out, std::string_view v) {
 void init(std::string_view process, level lvl) {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto lg = std::make_shared<spdlog::logger>(std::string(process), sink);
-  lg->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %n %v", spdlog::pattern_time_type::utc);
+  if (std::getenv("JOURNAL_STREAM")) {
+    // Under systemd, journald stamps the time; the prefix carries the priority.
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<syslog_priority>('*').set_pattern("%*%l %n %v");
+    lg->set_formatter(std::move(formatter));
+  } else {
+    lg->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %n %v", spdlog::pattern_time_type::utc);
+  }
   lg->set_level(to_spdlog(lvl));
   lg->flush_on(spdlog::level::trace); // journald and tests read lines as they happen
   std::atomic_store(&instance(), std::move(lg));

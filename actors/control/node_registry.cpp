@@ -265,6 +265,8 @@ caf::behavior node_registry(registry_actor* self, node_registry_settings setting
       if (hb.rtt_ms >= 0)
         s.m->health_check.observe(hb.rtt_ms / 1000.0);
       report(s, events);
+      // The heartbeat time and the pools it reports change the gauges even without an event.
+      refresh_gauges(s, hb.node_id);
       return r;
     },
     [self](deregister_atom, const std::string& token, const std::string& node_id) {
