@@ -20,7 +20,8 @@ struct bench_result {
 // Reads the whole mapped file with `threads` threads, best of a few passes, in GB/s.
 double measure_read_bandwidth(const mapped_file& f, int threads);
 
-// Greedy decode of `tokens` tokens on each of `streams` concurrent sequences.
-bench_result run_bench(std::shared_ptr<const model> m, int threads, int streams, int tokens);
+// Greedy decode of `tokens` tokens on each of `streams` concurrent sequences; tok/s and the read
+// bandwidth are each the best of `rounds` alternating measurements.
+bench_result run_bench(std::shared_ptr<const model> m, int threads, int streams, int tokens, int rounds = 3);
 
 } // namespace llorch::engine

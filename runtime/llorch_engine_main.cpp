@@ -38,8 +38,8 @@ const char* usage =
     "           [--threads N]\n"
     "      prints the text; with --print-ids one line of token ids (prompt, BOS first, then\n"
     "      the generated ones)\n"
-    "  bench --model PATH [--tokenizer PATH] [--threads N] [--streams N] [--tokens N]\n"
-    "      decode throughput against the measured memory-bandwidth limit\n"
+    "  bench --model PATH [--tokenizer PATH] [--threads N] [--streams N] [--tokens N] [--rounds N]\n"
+    "      decode throughput against the measured memory-bandwidth limit (best of N rounds)\n"
     "  serve --model PATH [--tokenizer PATH] [--model-id ID] --handoff-dir DIR --pool-id ID\n"
     "        [--replica-id ID] [--slots N] [--ctx N] [--threads N] [--device-mask MASK]\n"
     "      the replica process: publishes the engine actor on 127.0.0.1 (port 0), writes\n"
@@ -203,10 +203,12 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-  auto a = parse(argc, argv, 2, {"--model", "--tokenizer", "--threads", "--streams", "--tokens"}, {});
+  auto a = parse(argc, argv, 2, {"--model", "--tokenizer", "--threads", "--streams", "--tokens", "--rounds"}, {});
   if (!a.error.empty()) return die(a.error);
   if (!a.has("--model")) return die("--model is required");
-  long long threads = default_threads(), streams = 1, tokens = 128;
+  long long threads = default_threads(), streams = 1, tokens = 128, rounds = 3;
+  if (a.has("--rounds") && !to_long(a.get("--rounds"), 1, 100, rounds))
+    return die("--rounds must be an integer from 1 to 100");
   if (a.has("--threads") && !to_long(a.get("--threads"), 1, 256, threads))
     return die("--threads must be an integer from 1 to 256");
   if (a.has("--streams") && !to_long(a.get("--streams"), 1, 256, streams))
@@ -216,7 +218,7 @@ int cmd_bench(int argc, char** argv) {
   auto m = eng::load_model(a.get("--model"), a.get("--tokenizer"));
   if (!m) return die(m.message());
   const auto r = eng::run_bench(*m, static_cast<int>(threads), static_cast<int>(streams),
-                                static_cast<int>(tokens));
+                                static_cast<int>(tokens), static_cast<int>(rounds));
   std::printf("model=%s format=%s weights=%s threads=%d streams=%d tokens=%d kernels=%s\n",
               a.get("--model").c_str(), (*m)->format.c_str(),
               eng::tensor_type_name((*m)->layers[0].wq.type), r.threads, r.streams, r.tokens,

@@ -21,6 +21,9 @@ while IFS= read -r line; do
   esac
 done < "$golden/tiny_llama2c_seed1.txt"
 [ "$n" -gt 0 ]
+# bench runs and prints its figures
+"$bin" bench --model "$dir/tiny/model.bin" --threads 2 --streams 2 --tokens 16 --rounds 1 > "$dir/bench.txt"
+grep -q '^tok_per_s=[0-9.]* read_gb_per_s=[0-9.]* bytes_per_step=[0-9]* limit_tok_per_s=[0-9.]* share=[0-9.]*$' "$dir/bench.txt"
 # failures: non-zero exit, exactly one line on stderr
 for args in "generate --model $dir/none.bin --prompt x --max-tokens 1" "generate --model $dir/tiny/model.bin" \
             "make-test-model --shape huge --format gguf --out $dir/x.gguf" "bench --model" "frobnicate"; do
