@@ -388,3 +388,40 @@ TEST_CASE("handoff_watcher: processing latency over many files") {
   CHECK(ms.back() < 2000);
   CHECK(duration_count(*f.registry) == files);
 }
+
+TEST_CASE("handoff_watcher: a symbolic link is quarantined, not followed") {
+  fixture f;
+  const std::string dir = f.root + "/handoff";
+  f.start(dir, 60s);
+  const std::string target = f.root + "/elsewhere.json";
+  write_plain(target, handoff_text("pool-0", "0"));
+  REQUIRE(::symlink(target.c_str(), (dir + "/pool-0-0.json").c_str()) == 0);
+  REQUIRE(eventually([&] { return exists(dir + "/rejected/pool-0-0.json"); }, 2000ms));
+  CHECK(processed(*f.registry, "pool-0", "invalid") == 1);
+  CHECK(f.rec->record_count() == 0);
+  CHECK(exists(target)); // the link moved, not what it points to
+}
+
+namespace {
+
+int thread_count() {
+  return static_cast<int>(list_dir("/proc/self/task").size());
+}
+
+} // namespace
+
+TEST_CASE("handoff_watcher: stopping the watcher stops its reader thread") {
+  fixture f;
+  const int before = thread_count();
+  f.start(f.root + "/handoff", 60s);
+  CHECK(thread_count() == before + 1);
+  caf::scoped_actor self{*f.sys};
+  self->monitor(f.watcher);
+  caf::anon_send_exit(f.watcher, caf::exit_reason::user_shutdown);
+  bool down = false;
+  self->receive([&](const caf::down_msg&) { down = true; },
+                caf::after(std::chrono::seconds(3)) >> [] {});
+  REQUIRE(down);
+  CHECK(eventually([&] { return thread_count() == before; }, 2000ms));
+  f.watcher = nullptr;
+}
