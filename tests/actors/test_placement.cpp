@@ -1,5 +1,7 @@
+#include "actors/control/admission_queue_core.hpp"
 #include "actors/control/node_table.hpp"
 #include "actors/control/placement_policy.hpp"
+#include "actors/control/placement_round.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -504,4 +506,106 @@ void bench_placement(int n_nodes, int ms) {
 TEST_CASE("placement benchmark: decisions per second over 1,000 nodes x 4 pools") {
   bench_placement(1000, 300);
   bench_placement(10, 100);
+}
+
+// --- placement_round ----------------------------------------------------------------------------
+
+TEST_CASE("placement round: placements take slots, so a pool is never oversubscribed") {
+  std::vector<node_info> nodes{make_node("n1", {make_pool("p0", "llama", 40 * gib, 2, 4)}),
+                               make_node("n2", {make_pool("p0", "llama", 40 * gib, 1, 4)})};
+  placement_round round(nodes);
+  // Equal VRAM: n1 (2 busy) beats n2 (3 busy); then both have 3 busy and "n1" < "n2" decides;
+  // then n1 is full.
+  CHECK(where(round.place(req("llama"))) == "n1/p0");
+  CHECK(where(round.place(req("llama"))) == "n1/p0");
+  CHECK(where(round.place(req("llama"))) == "n2/p0");
+  const auto& d = round.place(req("llama"));
+  CHECK_FALSE(d.placed);
+  CHECK(d.outcome == "no_capacity");
+  CHECK(round.placements() == 3);
+  CHECK(round.view()[0].pools[0].slots_free == 0);
+  CHECK(round.view()[1].pools[0].slots_free == 0);
+  // The snapshot given to the round is not touched.
+  CHECK(nodes[0].pools[0].slots_free == 2);
+}
+
+TEST_CASE("placement round: fewest busy slots spreads a burst over equal pools") {
+  std::vector<node_info> nodes{make_node("a", {make_pool("p0", "llama", 40 * gib, 4, 4)}),
+                               make_node("b", {make_pool("p0", "llama", 40 * gib, 4, 4)})};
+  placement_round round(nodes);
+  std::vector<std::string> got;
+  for (int i = 0; i < 8; ++i)
+    got.push_back(round.place(req("llama")).node_id);
+  CHECK(got == std::vector<std::string>{"a", "b", "a", "b", "a", "b", "a", "b"});
+  CHECK_FALSE(round.place(req("llama")).placed);
+}
+
+TEST_CASE("placement round: a failed request is evaluated once per round") {
+  std::vector<node_info> nodes{make_node("n1", {make_pool("p0", "llama", gib, 1, 4)})};
+  placement_round round(nodes);
+  for (int i = 0; i < 5; ++i) {
+    const auto& d = round.place(req("mistral"));
+    CHECK(d.outcome == "no_pool_for_model");
+  }
+  CHECK(round.evaluations() == 1);
+  // Another avoid list or target is another request.
+  auto r = req("llama");
+  r.avoid_pools = {"p0"};
+  CHECK(round.place(r).outcome == "all_avoided");
+  CHECK(round.evaluations() == 2);
+  CHECK(round.place(req("llama", "pin", "p0", "n9")).outcome == "pinned_unavailable");
+  CHECK(round.place(req("llama")).placed);
+  CHECK(round.evaluations() == 4);
+  CHECK(round.place(req("llama")).outcome == "no_capacity");
+  CHECK(round.place(req("llama")).outcome == "no_capacity");
+  CHECK(round.evaluations() == 5);
+}
+
+TEST_CASE("placement round drains an admission queue without head-of-line blocking") {
+  // llama: 3 free slots over two nodes; mistral: known but its only pool is loading.
+  auto loading = make_pool("p1", "mistral", 70 * gib, 4, 4);
+  loading.ready = false;
+  std::vector<node_info> nodes{
+      make_node("n1", {make_pool("p0", "llama", 20 * gib, 2, 4), loading}),
+      make_node("n2", {make_pool("p0", "llama", 10 * gib, 1, 4)})};
+  admission_queue_core q(100);
+  std::uint64_t id = 0;
+  for (int i = 0; i < 40; ++i) { // 40 mistral tasks ahead of everything
+    queued_task t;
+    t.task_id = id++;
+    t.model = "mistral";
+    q.push(t);
+  }
+  for (int i = 0; i < 5; ++i) {
+    queued_task t;
+    t.task_id = id++;
+    t.model = "llama";
+    t.interactive = i % 2 == 0;
+    q.push(t);
+  }
+
+  placement_round round(nodes);
+  std::vector<std::pair<std::uint64_t, std::string>> dispatched;
+  placement_decision last;
+  while (auto t = q.pop_placeable([&](const queued_task& task) {
+    const auto& d = round.place(req(task.model));
+    if (d.placed)
+      last = d;
+    return d.placed;
+  }))
+    dispatched.emplace_back(t->task_id, where(last));
+
+  // The interactive llama tasks 40, 42, 44 pass the 40 mistral tasks and take the three slots;
+  // the batch llama tasks 41 and 43 wait behind every interactive task.
+  using p = std::pair<std::uint64_t, std::string>;
+  CHECK(dispatched == std::vector<p>{{40, "n1/p0"}, {42, "n1/p0"}, {44, "n2/p0"}});
+  CHECK(q.size() == 42);
+  CHECK(q.depth(true) == 40);
+  CHECK(q.position(0) == 0);
+  CHECK(q.position(41) == 40);
+  CHECK(q.position(43) == 41);
+  // Three placements, plus one failed evaluation for mistral and one for llama once full.
+  CHECK(round.placements() == 3);
+  CHECK(round.evaluations() == 5);
+  CHECK(model_known(nodes, "mistral"));
 }
