@@ -383,6 +383,11 @@ result<std::shared_ptr<model>> load_gguf(const std::string& path) {
   if (!eos) return bad(eos.message());
   v.bos = *bos;
   v.eos = *eos;
+  // without token types, BOS and EOS are still control tokens (they print nothing)
+  if (*types == nullptr && v.bos >= 0 && v.bos < vocab && v.eos >= 0 && v.eos < vocab) {
+    v.kinds[static_cast<std::size_t>(v.bos)] = token_kind::control;
+    v.kinds[static_cast<std::size_t>(v.eos)] = token_kind::control;
+  }
   for (std::size_t k = 0; k < v.pieces.size(); ++k) {
     std::uint8_t b;
     if (v.kinds[k] == token_kind::normal && parse_byte_piece(v.pieces[k], b) && *types == nullptr)
