@@ -1,5 +1,8 @@
 #include "net/cluster_transport.hpp"
 
+#include "actors/node/handoff_messages.hpp"
+#include "actors/node/pool.hpp"
+#include "engines/engine_protocol.hpp"
 #include "runtime/messages.hpp"
 
 #include <caf/io/all.hpp>
@@ -9,6 +12,9 @@ namespace llorch::net {
 
 void configure_cluster(caf::actor_system_config& cfg, const cluster_options& opts) {
   cfg.add_message_types<caf::id_block::llorch>();
+  cfg.add_message_types<caf::id_block::llorch_pool>();
+  cfg.add_message_types<caf::id_block::llorch_node>();
+  cfg.add_message_types<caf::id_block::llorch_engine>();
   cfg.load<caf::io::middleman>();
   // Both sides must use the same values: each side's timeout must exceed the other's interval.
   cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(opts.keepalive_ms)});

@@ -313,4 +313,16 @@ bool parse_drain(std::string_view body, std::int64_t& deadline_ms, std::string& 
   return r.ok();
 }
 
+bool parse_preload(std::string_view body, std::string& model_id, std::string& engine,
+                   std::string& error) {
+  json::value v;
+  if (!parse_object(body, v, error))
+    return false;
+  reader r(v.get_object(), "", error);
+  r.string("model_id", model_id, true);
+  engine = "llorch";
+  r.string("engine", engine);
+  return r.ok();
+}
+
 } // namespace llorch::net

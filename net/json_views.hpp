@@ -23,4 +23,8 @@ bool parse_heartbeat(std::string_view body, const std::string& node_id, node_hea
 bool parse_drain(std::string_view body, std::int64_t& deadline_ms, std::string& node_id,
                  std::string& error);
 
+// The runbook's preload body `{"model_id", "engine"}`; engine defaults to "llorch".
+bool parse_preload(std::string_view body, std::string& model_id, std::string& engine,
+                   std::string& error);
+
 } // namespace llorch::net

@@ -1,6 +1,7 @@
 #include "net/node_api.hpp"
 
 #include "actors/node/node_agent.hpp"
+#include "actors/node/pool.hpp"
 #include "net/actor_bridge.hpp"
 #include "net/http_router.hpp"
 #include "net/json_views.hpp"
@@ -13,7 +14,7 @@
 
 namespace llorch::net {
 
-void add_node_routes(http_router& router, caf::actor_system& sys, std::string node_id, std::string handoff_dir,
+void add_node_routes(http_router& router, caf::actor_system& sys, std::string node_id,
                      std::shared_ptr<metrics::registry> metrics) {
   using exchange_ptr = std::shared_ptr<http_exchange>;
   auto* system = &sys;
@@ -48,22 +49,35 @@ void add_node_routes(http_router& router, caf::actor_system& sys, std::string no
   router.add("GET", "/pools/{id}/status", route_access::open_read, [=](exchange_ptr ex) {
     auto id = ex->request().params.at("id");
     ask(*system, current_node_agent(*system), ex,
-        [ex, id, handoff_dir](bool, const std::vector<pool_status>& pools) {
-          for (auto& p : pools) {
-            if (p.pool_id != id)
-              continue;
-            auto obj = boost::json::parse(to_json(p)).as_object();
-            // No engine process runs for a pool until one is started for it: not live, no pid,
-            // no handoff file yet.
-            obj["live"] = false;
-            obj["pid"] = nullptr;
-            obj["handoff_path"] = nullptr;
-            obj["handoff_dir"] = handoff_dir;
-            return ex->respond(json_response(200, boost::json::serialize(obj)));
-          }
-          ex->respond(error_response(404, "POOL_NOT_FOUND", "no pool '" + id + "' on this node"));
+        [ex, id](const pool_runtime_view& v) {
+          if (v.status.pool_id.empty())
+            return ex->respond(
+              error_response(404, "POOL_NOT_FOUND", "no pool '" + id + "' on this node"));
+          auto obj = boost::json::parse(to_json(v.status)).as_object();
+          obj["live"] = v.live;
+          obj["pid"] = v.pid > 0 ? boost::json::value(v.pid) : boost::json::value(nullptr);
+          obj["handoff_path"] = v.handoff_path.empty() ? boost::json::value(nullptr)
+                                                       : boost::json::value(v.handoff_path);
+          obj["endpoint"] = v.endpoint.empty() ? boost::json::value(nullptr)
+                                               : boost::json::value(v.endpoint);
+          ex->respond(json_response(200, boost::json::serialize(obj)));
         },
-        caf::get_atom::value);
+        caf::get_atom::value, pool_atom::value, id);
+  });
+
+  router.add("POST", "/pools/{id}/preload", route_access::token, [=](exchange_ptr ex) {
+    auto id = ex->request().params.at("id");
+    std::string model_id, engine, error;
+    if (!parse_preload(ex->request().body, model_id, engine, error))
+      return ex->respond(error_response(400, "INVALID_PARAMS", error));
+    ask(*system, current_node_agent(*system), ex,
+        [ex, id](const registry_reply& r) {
+          if (!r.ok())
+            return ex->respond(error_response(r.status, r.code, r.message));
+          ex->respond(json_response(202, boost::json::serialize(boost::json::object{
+                                           {"pool_id", id}, {"state", "loading"}})));
+        },
+        preload_atom::value, id, model_id, engine);
   });
 }
 

@@ -1,5 +1,7 @@
 // pool-managerd: a GPU host. Joins the cluster through its node_agent and serves the node API.
+#include "actors/node/handoff_watcher.hpp"
 #include "actors/node/node_agent.hpp"
+#include "actors/node/pool.hpp"
 #include "actors/node/pool_metrics.hpp"
 #include "net/cluster_transport.hpp"
 #include "net/http_router.hpp"
@@ -16,6 +18,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 
 using namespace llorch;
 
@@ -46,6 +49,16 @@ std::vector<pool_status> configured_pools(const config::pool_managerd_config& cf
     out.push_back(std::move(s));
   }
   return out;
+}
+
+// A binary installed beside this one (build/bin/, /usr/local/bin/).
+std::string sibling_binary(const char* name) {
+  char self[4096];
+  auto n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0)
+    return name;
+  std::string path(self, static_cast<std::size_t>(n));
+  return path.substr(0, path.rfind('/') + 1) + name;
 }
 
 } // namespace
@@ -106,7 +119,6 @@ int main(int argc, char** argv) {
   auto pools = configured_pools(cfg, caps);
   export_pool_metrics(*metrics, pools);
 
-  // Bind HTTP first: the advertised address needs the real port when the config says port 0.
   net::http_router router;
   std::string error;
   net::http_server_options hopts;
@@ -138,14 +150,49 @@ int main(int argc, char** argv) {
   supervisor_hooks hooks;
   hooks.on_restart = [restarts](const std::string& name, int) { restarts->with({name}).inc(); };
 
-  // The agent starts once the HTTP port is known (it reports the address); until then the routes
-  // answer 503, for the microseconds that takes.
+  // Bind HTTP before any actor or engine starts: a port in use stops the daemon cleanly. The
+  // routes find the agent by name; until it runs they answer 503, for the microseconds that takes.
+  net::add_node_routes(router, sys, cfg.node_id, metrics);
+  auto server = net::http_server::start(hopts, std::move(router), error);
+  if (!server) {
+    std::fprintf(stderr, "pool-managerd: http.listen: %s\n", error.c_str());
+    return 1;
+  }
+
+  // Pools start their engines at once; the agent starts with the HTTP port (it reports the address).
+  auto mm = net::cluster_middleman(sys, copts.tls);
+  auto engine_binary = sibling_binary("llorch-engine");
+  std::vector<child_spec> pool_children;
+  for (std::size_t i = 0; i < cfg.pools.size(); ++i) {
+    auto& p = cfg.pools[i];
+    pool_settings ps;
+    ps.initial = pools[i];
+    ps.pool = p;
+    ps.models = cfg.models;
+    ps.handoff_dir = cfg.handoff_dir;
+    ps.engine_binary = engine_binary;
+    ps.restart = limits;
+    pool_children.push_back({p.id, [ps, metrics](caf::local_actor* sup) {
+                               auto& s = sup->home_system();
+                               return spawn_pool(s, ps, net::cluster_middleman(s, false), metrics);
+                             }});
+  }
+  caf::actor pools_root;
+  if (!pool_children.empty())
+    pools_root = spawn_supervisor(sys, "pools", limits, std::move(pool_children), hooks);
+  handoff_watcher_settings ws;
+  ws.handoff_dir = cfg.handoff_dir;
+  for (auto& p : cfg.pools)
+    ws.known_pools.insert(p.id);
+  auto forwarder = spawn_handoff_forwarder(sys);
+  auto watcher = spawn_handoff_watcher(sys, ws, forwarder, metrics);
+  as.pools = pools_root;
+
   caf::actor root;
   auto start_agent = [&](std::uint16_t http_port) {
     as.identity.address = cfg.advertise_address.empty()
                             ? config::default_advertise_address(cfg.http_listen, http_port)
                             : cfg.advertise_address;
-    auto mm = net::cluster_middleman(sys, copts.tls);
     std::vector<child_spec> children;
     children.push_back({"node_agent", [as, mm](caf::local_actor* sup) {
                           return spawn_node_agent(sup->home_system(), as, mm);
@@ -153,12 +200,6 @@ int main(int argc, char** argv) {
     root = spawn_supervisor(sys, "pool-managerd", limits, std::move(children), hooks);
   };
 
-  net::add_node_routes(router, sys, cfg.node_id, cfg.handoff_dir, metrics);
-  auto server = net::http_server::start(hopts, std::move(router), error);
-  if (!server) {
-    std::fprintf(stderr, "pool-managerd: http.listen: %s\n", error.c_str());
-    return 1;
-  }
   start_agent(server->port());
   log::info("listening", {{"node_id", cfg.node_id},
                           {"http", config::endpoint{cfg.http_listen.host, server->port()}.to_string()},
@@ -170,5 +211,9 @@ int main(int argc, char** argv) {
   log::info("shutting_down", {{"signal", sig}, {"node_id", cfg.node_id}});
   server->stop();
   caf::anon_send_exit(root, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(forwarder, caf::exit_reason::user_shutdown);
+  if (pools_root)
+    caf::anon_send_exit(pools_root, caf::exit_reason::user_shutdown); // stops every engine
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "actors/node/node_agent.hpp"
 
+#include "actors/node/handoff_messages.hpp"
+#include "actors/node/pool.hpp"
 #include "runtime/log.hpp"
 
 #include <random>
@@ -125,7 +127,7 @@ void connect(agent_actor* self) {
       });
 }
 
-void heartbeat(agent_actor* self) {
+void send_heartbeat(agent_actor* self) {
   auto& st = self->state;
   node_heartbeat hb;
   hb.node_id = st.settings.identity.node_id;
@@ -165,7 +167,37 @@ void heartbeat(agent_actor* self) {
         log::warn("heartbeat_failed", {{"node_id", self->state.settings.identity.node_id},
                                        {"error", self->system().render(err)}});
       });
+}
+
+void heartbeat(agent_actor* self) {
+  send_heartbeat(self);
   schedule_heartbeat(self);
+}
+
+// Runs `f(pool)` with the current handle of the named pool, or `missing()` when there is none.
+template <class F, class G>
+void with_pool(agent_actor* self, const std::string& pool_id, F f, G missing) {
+  auto& st = self->state;
+  if (!st.settings.pools)
+    return missing();
+  self->request(st.settings.pools, std::chrono::seconds(5), caf::get_atom::value, pool_id)
+    .then([f](const caf::actor& pool) mutable { f(pool); },
+          [missing](const caf::error&) mutable { missing(); });
+}
+
+void update_pool(agent_actor* self, pool_status ps) {
+  auto& st = self->state;
+  auto& pools = st.settings.identity.pools;
+  auto it = std::find_if(pools.begin(), pools.end(),
+                         [&](auto& p) { return p.pool_id == ps.pool_id; });
+  bool changed = it == pools.end() || it->state != ps.state || it->ready != ps.ready;
+  if (it == pools.end())
+    pools.push_back(std::move(ps));
+  else
+    *it = std::move(ps);
+  // A pool that became ready (or stopped being ready) should not wait for the next heartbeat.
+  if (changed && st.registered)
+    send_heartbeat(self);
 }
 
 caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
@@ -178,6 +210,16 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
       lose_orchestrator(self, "connection lost");
   });
   self->send(self, connect_timer_atom::value, self->state.generation);
+  // After a restart of this agent the pools' states would be unknown until they change: ask.
+  for (auto& p : self->state.settings.identity.pools)
+    with_pool(
+      self, p.pool_id,
+      [self](const caf::actor& pool) {
+        self->request(pool, std::chrono::seconds(5), caf::get_atom::value)
+          .then([self](pool_runtime_view& v) { update_pool(self, std::move(v.status)); },
+                [](const caf::error&) {});
+      },
+      [] {});
   return {
     [self](connect_timer_atom, std::uint64_t gen) {
       if (gen == self->state.generation && !self->state.registry)
@@ -190,6 +232,44 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
     [self](caf::get_atom) {
       return std::make_tuple(self->state.registered, self->state.settings.identity.pools);
     },
+    [self](pool_update_atom, pool_status& ps) { update_pool(self, std::move(ps)); },
+    [self](handoff_atom, const handoff::handoff_record& rec) {
+      with_pool(
+        self, rec.pool_id, [self, rec](const caf::actor& p) { self->send(p, handoff_atom::value, rec); },
+        [] {});
+    },
+    [self](handoff_removed_atom, const std::string& pool_id, const std::string& replica_id) {
+      with_pool(
+        self, pool_id,
+        [self, pool_id, replica_id](const caf::actor& p) {
+          self->send(p, handoff_removed_atom::value, pool_id, replica_id);
+        },
+        [] {});
+    },
+    [self](caf::get_atom, pool_atom, const std::string& pool_id) {
+      auto rp = self->make_response_promise<pool_runtime_view>();
+      with_pool(
+        self, pool_id, [rp](const caf::actor& p) mutable { rp.delegate(p, caf::get_atom::value); },
+        [rp]() mutable { rp.deliver(pool_runtime_view{}); });
+      return rp;
+    },
+    [self](preload_atom, const std::string& pool_id, const std::string& model_id,
+           const std::string& engine) {
+      auto rp = self->make_response_promise<registry_reply>();
+      with_pool(
+        self, pool_id,
+        [rp, model_id, engine](const caf::actor& p) mutable {
+          rp.delegate(p, preload_atom::value, model_id, engine);
+        },
+        [rp, pool_id]() mutable {
+          registry_reply r;
+          r.status = 404;
+          r.code = "POOL_NOT_FOUND";
+          r.message = "no pool '" + pool_id + "' on this node";
+          rp.deliver(r);
+        });
+      return rp;
+    },
   };
 }
 
@@ -197,6 +277,21 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
 
 caf::actor current_node_agent(caf::actor_system& sys) {
   return caf::actor_cast<caf::actor>(sys.registry().get(node_agent_name));
+}
+
+caf::actor spawn_handoff_forwarder(caf::actor_system& sys) {
+  return sys.spawn([](caf::event_based_actor* self) -> caf::behavior {
+    return {
+      [self](handoff_atom, const handoff::handoff_record& rec) {
+        if (auto agent = current_node_agent(self->system()))
+          self->send(agent, handoff_atom::value, rec);
+      },
+      [self](handoff_removed_atom, const std::string& pool_id, const std::string& replica_id) {
+        if (auto agent = current_node_agent(self->system()))
+          self->send(agent, handoff_removed_atom::value, pool_id, replica_id);
+      },
+    };
+  });
 }
 
 caf::actor spawn_node_agent(caf::actor_system& sys, node_agent_settings settings,

@@ -134,7 +134,8 @@ class Cluster:
         self.cluster_port = int(d.cluster.rsplit(":", 1)[1])
         return d
 
-    def start_node(self, node_id, token="inherit", pools=None, orchestrator_extra=None):
+    def start_node(self, node_id, token="inherit", pools=None, orchestrator_extra=None,
+                   models=None, restart=None):
         cfg = {
             "node_id": node_id,
             "http": {"listen": "127.0.0.1:0"},
@@ -147,6 +148,10 @@ class Cluster:
             "pools": pools if pools is not None else [{"id": "pool-0", "devices": [0], "slots": 4}],
             "log": {"level": "debug"},
         }
+        if models is not None:
+            cfg["models"] = models
+        if restart is not None:
+            cfg["restart"] = restart
         path = self.write(f"{node_id}.json", cfg)
         d = Daemon(node_id, [os.path.join(BIN, "pool-managerd"), "--config", path],
                    os.path.join(self.dir, f"{node_id}-{len(self.daemons)}.log"),
@@ -168,6 +173,13 @@ class Cluster:
     def online(self, node_id):
         n = self.node(node_id)
         return n is not None and n["online"]
+
+    def pool(self, node_id, pool_id):
+        node = self.node(node_id)
+        for p in (node or {}).get("pools", []):
+            if p["pool_id"] == pool_id:
+                return p
+        return None
 
     def metrics(self, url=None):
         with urllib.request.urlopen((url or self.orch.url) + "/metrics", timeout=5) as r:

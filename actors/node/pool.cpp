@@ -1,0 +1,278 @@
+#include "actors/node/pool.hpp"
+
+#include "actors/node/engine_process.hpp"
+#include "actors/node/node_agent.hpp"
+#include "actors/node/handoff_messages.hpp"
+#include "actors/node/pool_metrics.hpp"
+#include "runtime/log.hpp"
+
+#include <random>
+
+namespace llorch {
+namespace {
+
+using ready_timer_atom = caf::atom_constant<caf::atom("readyt")>;
+using restart_timer_atom = caf::atom_constant<caf::atom("restartt")>;
+
+struct pool_state {
+  static inline const char* name = "pool";
+
+  pool_settings settings;
+  caf::io::middleman_actor middleman;
+  std::shared_ptr<metrics::registry> metrics;
+  pool_status status;
+  std::optional<config::model_entry> model; // what the engine serves (or will)
+  std::unique_ptr<engine_process> process;
+  caf::actor engine;
+  std::unique_ptr<restart_policy> policy;
+  std::uint64_t generation = 0; // bumped per process start: stale timers and files are ignored
+  std::string endpoint;
+  bool replacing = false; // the running engine was stopped to start another (preload)
+  int restarts = 0;
+
+  ~pool_state() {
+    if (process)
+      process->stop(); // the pool is going away (node shutdown): take the replica with it
+  }
+};
+
+using pool_actor = caf::stateful_actor<pool_state>;
+
+std::string handoff_file(const pool_state& st) {
+  return st.settings.handoff_dir + "/" + st.settings.pool.id + "-" + st.settings.replica_id + ".json";
+}
+
+void publish(pool_actor* self) {
+  auto& st = self->state;
+  st.status.restarts = st.restarts;
+  export_pool_metrics(*st.metrics, {st.status});
+  // The agent may be restarting; it asks every pool for its state when it starts.
+  if (auto agent = current_node_agent(self->system()))
+    self->send(agent, pool_update_atom::value, st.status);
+}
+
+void set_state(pool_actor* self, const char* state, std::string last_error = {}) {
+  auto& st = self->state;
+  st.status.state = state;
+  st.status.ready = st.status.state == "ready";
+  if (!st.status.ready)
+    st.status.slots_free = 0;
+  if (!last_error.empty() || st.status.ready)
+    st.status.last_error = std::move(last_error);
+  publish(self);
+}
+
+void start_engine(pool_actor* self) {
+  auto& st = self->state;
+  auto& s = st.settings;
+  if (!st.model) {
+    set_state(self, "unloaded");
+    return;
+  }
+  std::vector<std::string> argv{s.engine_binary, "serve", "--model", st.model->path,
+                                "--model-id", st.model->id, "--handoff-dir", s.handoff_dir,
+                                "--pool-id", s.pool.id, "--replica-id", s.replica_id,
+                                "--slots", std::to_string(s.pool.slots)};
+  if (s.engine_threads > 0) {
+    argv.push_back("--threads");
+    argv.push_back(std::to_string(s.engine_threads));
+  }
+  if (!st.status.device_mask.empty()) {
+    argv.push_back("--device-mask");
+    argv.push_back(st.status.device_mask);
+  }
+  std::string error;
+  ++st.generation;
+  st.process = engine_process::start(argv, caf::actor_cast<caf::actor>(self), error);
+  st.status.model_id = st.model->id;
+  if (!st.process) {
+    log::error("engine_start_failed", {{"pool_id", s.pool.id}, {"error", error}});
+    set_state(self, "failed", error);
+    return;
+  }
+  log::info("engine_started", {{"pool_id", s.pool.id},
+                               {"pid", st.process->pid()},
+                               {"model_id", st.model->id},
+                               {"replica_id", s.replica_id}});
+  set_state(self, "loading", st.status.last_error);
+  self->delayed_send(self, s.ready_timeout, ready_timer_atom::value, st.generation);
+}
+
+// The replica died, or never became ready: restart it per the policy, or give up.
+void engine_failed(pool_actor* self, const std::string& why) {
+  auto& st = self->state;
+  st.engine = nullptr;
+  auto delay = st.policy->on_failure(restart_policy::clock::now());
+  if (!delay) {
+    auto msg = "engine failed " + std::to_string(st.policy->restarts_in_window(
+                                    restart_policy::clock::now()))
+               + " times within " + std::to_string(st.policy->limits().within.count() / 1000)
+               + " s; last: " + why + "; POST /pools/" + st.settings.pool.id
+               + "/preload to try again";
+    log::error("pool_failed", {{"pool_id", st.settings.pool.id}, {"reason", msg}});
+    set_state(self, "failed", msg);
+    return;
+  }
+  set_state(self, "loading", why);
+  self->delayed_send(self, *delay, restart_timer_atom::value, st.generation);
+  log::warn("engine_restart_scheduled",
+            {{"pool_id", st.settings.pool.id}, {"delay_ms", delay->count()}, {"reason", why}});
+}
+
+registry_reply reply(std::int32_t status, std::string code, std::string message) {
+  registry_reply r;
+  r.status = status;
+  r.code = std::move(code);
+  r.message = std::move(message);
+  return r;
+}
+
+caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_actor middleman,
+                   std::shared_ptr<metrics::registry> metrics) {
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  st.middleman = std::move(middleman);
+  st.metrics = std::move(metrics);
+  st.policy = std::make_unique<restart_policy>(st.settings.restart,
+                                               std::hash<std::string>{}(st.settings.pool.id));
+  st.status = st.settings.initial;
+  st.model = st.settings.pool.model;
+
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& s = self->state;
+    if (dm.source != s.engine.address())
+      return;
+    s.engine = nullptr;
+    // The engine actor is gone but its process may live on, wedged: end it; its exit restarts it.
+    log::warn("engine_lost", {{"pool_id", s.settings.pool.id},
+                              {"reason", self->system().render(dm.reason)}});
+    if (s.process && !s.replacing)
+      s.process->kill_now();
+  });
+  self->send(self, restart_timer_atom::value, st.generation); // the first start
+
+  return {
+    [self](restart_timer_atom, std::uint64_t gen) {
+      auto& s = self->state;
+      if (gen != s.generation || s.process)
+        return;
+      if (s.restarts > 0 || gen > 0)
+        log::info("engine_restarted", {{"pool_id", s.settings.pool.id}, {"restarts", s.restarts}});
+      start_engine(self);
+    },
+    [self](ready_timer_atom, std::uint64_t gen) {
+      auto& s = self->state;
+      if (gen == s.generation && s.process && !s.engine) {
+        log::warn("engine_not_ready", {{"pool_id", s.settings.pool.id},
+                                       {"timeout_ms", s.settings.ready_timeout.count()}});
+        s.process->kill_now();
+      }
+    },
+    [self](engine_exit_atom, std::int32_t pid, const std::string& how) {
+      auto& s = self->state;
+      if (!s.process || s.process->pid() != pid)
+        return;
+      s.process.reset();
+      s.engine = nullptr;
+      s.endpoint.clear();
+      log::warn("engine_exited", {{"pool_id", s.settings.pool.id}, {"pid", pid}, {"how", how}});
+      if (s.replacing) {
+        s.replacing = false;
+        start_engine(self);
+        return;
+      }
+      ++s.restarts;
+      count_engine_restart(*s.metrics, s.settings.pool.id);
+      engine_failed(self, "engine " + how);
+    },
+    [self](handoff_atom, const handoff::handoff_record& rec) {
+      auto& s = self->state;
+      if (!s.process || rec.pid != s.process->pid() || rec.replica_id != s.settings.replica_id) {
+        log::debug("handoff_ignored", {{"pool_id", s.settings.pool.id},
+                                       {"reason", "not the running replica"},
+                                       {"pid", rec.pid}});
+        return;
+      }
+      auto gen = s.generation;
+      self
+        ->request(s.middleman, std::chrono::seconds(5), caf::connect_atom::value,
+                  rec.endpoint_host, rec.endpoint_port)
+        .then(
+          [self, gen, rec](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                           const std::set<std::string>&) {
+            auto& cur = self->state;
+            if (gen != cur.generation || !ptr)
+              return;
+            cur.engine = caf::actor_cast<caf::actor>(std::move(ptr));
+            self->monitor(cur.engine);
+            cur.endpoint = rec.endpoint;
+            cur.status.slots_total = rec.slots_total;
+            cur.status.slots_free = rec.slots_total;
+            cur.status.engine_version = rec.engine_version;
+            cur.status.model_id = rec.model_id;
+            log::info("pool_ready", {{"pool_id", cur.settings.pool.id},
+                                     {"endpoint", rec.endpoint},
+                                     {"slots", rec.slots_total}});
+            set_state(self, "ready");
+          },
+          [self, gen](const caf::error& err) {
+            auto& cur = self->state;
+            if (gen != cur.generation)
+              return;
+            log::error("engine_connect_failed", {{"pool_id", cur.settings.pool.id},
+                                                 {"error", self->system().render(err)}});
+            if (cur.process)
+              cur.process->kill_now();
+          });
+    },
+    [](handoff_removed_atom, const std::string&, const std::string&) {
+      // The replica removes its file when it stops; its exit drives what happens next.
+    },
+    [self](preload_atom, const std::string& model_id, const std::string& engine) {
+      auto& s = self->state;
+      if (engine != "llorch")
+        return reply(400, "ENGINE_NOT_AVAILABLE",
+                     "engine '" + engine + "' is not available on this node; available: llorch");
+      if (s.status.draining)
+        return reply(409, "POOL_DRAINING", "pool " + s.settings.pool.id + " is draining");
+      auto it = std::find_if(s.settings.models.begin(), s.settings.models.end(),
+                             [&](auto& m) { return m.id == model_id; });
+      if (it == s.settings.models.end())
+        return reply(404, "MODEL_NOT_FOUND",
+                     "model '" + model_id + "' is not in this node's models");
+      s.model = *it;
+      s.policy = std::make_unique<restart_policy>(s.settings.restart, s.generation + 1);
+      s.status.last_error.clear();
+      log::info("pool_preload", {{"pool_id", s.settings.pool.id}, {"model_id", model_id}});
+      if (s.process) {
+        s.replacing = true;
+        s.process->terminate();
+        set_state(self, "loading");
+      } else {
+        ++s.generation; // cancels a pending restart
+        start_engine(self);
+      }
+      return reply(202, "", "loading");
+    },
+    [self](caf::get_atom) {
+      auto& s = self->state;
+      pool_runtime_view v;
+      v.status = s.status;
+      v.live = s.process != nullptr;
+      v.pid = s.process ? s.process->pid() : 0;
+      v.handoff_path = s.status.ready ? handoff_file(s) : std::string{};
+      v.endpoint = s.endpoint;
+      return v;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_pool(caf::actor_system& sys, pool_settings settings,
+                      caf::io::middleman_actor middleman,
+                      std::shared_ptr<metrics::registry> metrics) {
+  return sys.spawn(pool, std::move(settings), std::move(middleman), std::move(metrics));
+}
+
+} // namespace llorch
