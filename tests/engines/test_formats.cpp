@@ -215,18 +215,26 @@ TEST_CASE("a llama2.c checkpoint with the wrong tokenizer.bin is refused") {
   CHECK(missing.message().find("cannot open") != std::string::npos);
 }
 
-TEST_CASE("portable and AVX2 kernels give bit-identical dot products") {
+TEST_CASE("portable and AVX2 kernels give bit-identical dot products, alone or in row groups") {
   auto m = load_ok(test_model("tiny", "gguf", "q8_0"));
   auto h = load_ok(test_model("tiny", "gguf", "f16"));
   auto f = load_ok(test_model("tiny", "gguf", "f32"));
   std::vector<float> x(192);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.37f);
   for (const tensor* t : {&m->layers[0].w2, &h->layers[0].w2, &f->layers[0].w2, &f->layers[0].wq}) {
-    std::vector<float> fast, slow;
+    std::vector<float> fast, slow, grouped(static_cast<std::size_t>(t->rows));
     for (std::int64_t r = 0; r < t->rows; ++r) fast.push_back(dot_row(*t, r, x.data()));
+    INFO("dispatch picked " << kernel_path());
     force_portable_kernels(true);
     for (std::int64_t r = 0; r < t->rows; ++r) slow.push_back(dot_row(*t, r, x.data()));
     force_portable_kernels(false);
     CHECK(fast == slow);
+    // rows computed in groups of four equal rows computed alone
+    std::vector<std::int8_t> q(x.size());
+    std::vector<float> d(x.size() / 32);
+    quantize_q8(x.data(), static_cast<int>(x.size()), q.data(), d.data());
+    for (std::int64_t r = 0; r + 4 <= t->rows; r += 4)
+      dot_rows(*t, r, 4, x.data(), q.data(), d.data(), grouped.data() + r, r % 8 == 0);
+    CHECK(grouped == fast);
   }
 }
