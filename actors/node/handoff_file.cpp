@@ -62,8 +62,8 @@ bool has_control(std::string_view s) {
 }
 
 bool is_device_mask_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == ','
-         || c == '.' || c == '_' || c == ':' || c == '-';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == ',' ||
+         c == '.' || c == '_' || c == ':' || c == '-';
 }
 
 bool is_digest_char(char c) {
@@ -91,8 +91,8 @@ public:
 
   void fail(std::string_view key, std::string_view expected, const json::value& found) {
     if (!failed())
-      error_ = "field \"" + prefix_ + std::string(key) + "\": expected " + std::string(expected)
-               + ", found " + describe(found);
+      error_ = "field \"" + prefix_ + std::string(key) + "\": expected " + std::string(expected) +
+               ", found " + describe(found);
   }
 
   // A string of 1..max characters without control characters (`pred` narrows it further).
@@ -101,8 +101,8 @@ public:
     auto* v = get(key);
     if (!v)
       return false;
-    if (!v->is_string() || v->get_string().empty() || v->get_string().size() > max
-        || has_control(v->get_string()) || (pred && !pred(v->get_string()))) {
+    if (!v->is_string() || v->get_string().empty() || v->get_string().size() > max ||
+        has_control(v->get_string()) || (pred && !pred(v->get_string()))) {
       fail(key, expected, *v);
       return false;
     }
@@ -231,8 +231,8 @@ bool valid_utf8(std::string_view s) {
         return false;
       cp = (cp << 6) | (cc & 0x3Fu);
     }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF
-        || (cp >= 0xD800 && cp <= 0xDFFF))
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
       return false;
     i += len;
   }
@@ -250,13 +250,13 @@ std::optional<std::int64_t> parse_rfc3339_ms(std::string_view s) {
   const int hour = digits(s, 11, 2, ok);
   const int minute = digits(s, 14, 2, ok);
   const int second = digits(s, 17, 2, ok);
-  if (!ok || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':'
-      || s[16] != ':')
+  if (!ok || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+      s[16] != ':')
     return std::nullopt;
   static constexpr int month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (month < 1 || month > 12 || day < 1 || day > month_days[month - 1]
-      || (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 60)
+  if (month < 1 || month > 12 || day < 1 || day > month_days[month - 1] ||
+      (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 60)
     return std::nullopt;
   std::size_t pos = 19;
   int millis = 0;
@@ -292,15 +292,15 @@ std::optional<std::int64_t> parse_rfc3339_ms(std::string_view s) {
   if (pos != s.size())
     return std::nullopt;
   const std::int64_t days =
-    days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+      days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
   const std::int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_min * 60;
   return secs * 1000 + millis;
 }
 
 handoff_result parse_handoff(std::string_view text, std::string_view file_name) {
   if (text.size() > max_file_bytes)
-    return handoff_result::fail("larger than " + std::to_string(max_file_bytes) + " bytes ("
-                                + std::to_string(text.size()) + " bytes)");
+    return handoff_result::fail("larger than " + std::to_string(max_file_bytes) + " bytes (" +
+                                std::to_string(text.size()) + " bytes)");
   if (text.empty())
     return handoff_result::fail("empty file (a replica writes its handoff file in one rename)");
   if (!valid_utf8(text))
@@ -309,8 +309,8 @@ handoff_result parse_handoff(std::string_view text, std::string_view file_name) 
   json::parse_options opts;
   opts.max_depth = 8; // the format nests two levels; deeper input is hostile
   std::error_code ec;
-  json::value root = json::parse(json::string_view(text.data(), text.size()), ec,
-                                 json::storage_ptr(), opts);
+  json::value root =
+      json::parse(json::string_view(text.data(), text.size()), ec, json::storage_ptr(), opts);
   if (ec)
     return handoff_result::fail("not valid JSON: " + ec.message());
   if (!root.is_object())
@@ -331,7 +331,8 @@ handoff_result parse_handoff(std::string_view text, std::string_view file_name) 
       c.fail("model", "an object {\"id\", \"path\", \"digest\"?}", *m);
     } else {
       checker mc(m->get_object(), "model.");
-      mc.text("id", r.model_id, 256, "a model id of 1 to 256 characters without control characters");
+      mc.text("id", r.model_id, 256,
+              "a model id of 1 to 256 characters without control characters");
       mc.text("path", r.model_path, 4096,
               "a file path of 1 to 4096 characters without control characters");
       if (auto* d = mc.get("digest", false); d && !d->is_null())
@@ -376,10 +377,10 @@ handoff_result parse_handoff(std::string_view text, std::string_view file_name) 
 
   const std::string expected = r.pool_id + "-" + r.replica_id + ".json";
   if (file_name != expected)
-    return handoff_result::fail("file name " + quote(file_name)
-                                + " does not match its contents: pool_id " + quote(r.pool_id)
-                                + " and replica_id " + quote(r.replica_id) + " belong in "
-                                + quote(expected));
+    return handoff_result::fail("file name " + quote(file_name) +
+                                " does not match its contents: pool_id " + quote(r.pool_id) +
+                                " and replica_id " + quote(r.replica_id) + " belong in " +
+                                quote(expected));
   return handoff_result::ok(std::move(r));
 }
 
@@ -440,13 +441,12 @@ handoff_result read_handoff_file(const std::string& path, file_identity* identit
     *identity = identity_of(st);
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return handoff_result::fail(std::string("is ") + kind_of(st.st_mode)
-                                + ", not a regular file");
+    return handoff_result::fail(std::string("is ") + kind_of(st.st_mode) + ", not a regular file");
   }
   if (st.st_size > static_cast<off_t>(max_file_bytes)) {
     ::close(fd);
-    return handoff_result::fail("larger than " + std::to_string(max_file_bytes) + " bytes ("
-                                + std::to_string(st.st_size) + " bytes)");
+    return handoff_result::fail("larger than " + std::to_string(max_file_bytes) + " bytes (" +
+                                std::to_string(st.st_size) + " bytes)");
   }
   // Read one byte past the limit so that a file growing after fstat is still caught.
   std::string text(max_file_bytes + 1, '\0');

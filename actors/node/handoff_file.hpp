@@ -1,7 +1,7 @@
 #pragma once
-// One handoff file (CONTRACT §4): `<handoff_dir>/<pool_id>-<replica_id>.json`, written atomically by
-// an engine replica when it is ready. Reading and validating it is pure (no CAF, no actor), so the
-// watcher and the tests share one definition of "valid".
+// One handoff file (CONTRACT §4): `<handoff_dir>/<pool_id>-<replica_id>.json`, written atomically
+// by an engine replica when it is ready. Reading and validating it is pure (no CAF, no actor), so
+// the watcher and the tests share one definition of "valid".
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -56,7 +56,8 @@ private:
 };
 
 // True for names the watcher looks at: `*.json`, not a dot-file, not a temp file (`.tmp` anywhere
-// in the name, e.g. the engine's `pool-0-0.json.tmp.1234`). Everything else is ignored, not rejected.
+// in the name, e.g. the engine's `pool-0-0.json.tmp.1234`). Everything else is ignored, not
+// rejected.
 bool is_handoff_candidate(std::string_view file_name);
 
 // Validates `text` as the contents of the file called `file_name` (no directory part).
@@ -71,8 +72,8 @@ struct file_identity {
   std::int64_t mtime_ns = 0;
   std::int64_t ctime_ns = 0;
   bool operator==(const file_identity& o) const {
-    return device == o.device && inode == o.inode && size == o.size && mtime_ns == o.mtime_ns
-           && ctime_ns == o.ctime_ns;
+    return device == o.device && inode == o.inode && size == o.size && mtime_ns == o.mtime_ns &&
+           ctime_ns == o.ctime_ns;
   }
   bool operator!=(const file_identity& o) const { return !(*this == o); }
 };

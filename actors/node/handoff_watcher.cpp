@@ -34,13 +34,13 @@ using fs_event_atom = caf::atom_constant<caf::atom("hofsevent")>;
 using watch_lost_atom = caf::atom_constant<caf::atom("hofslost")>;
 using rescan_atom = caf::atom_constant<caf::atom("horescan")>;
 
-constexpr std::uint32_t watch_mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM
-                                     | IN_CREATE | IN_ONLYDIR | IN_EXCL_UNLINK;
+constexpr std::uint32_t watch_mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM |
+                                     IN_CREATE | IN_ONLYDIR | IN_EXCL_UNLINK;
 
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           std::chrono::steady_clock::now().time_since_epoch())
-    .count();
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string errno_text(int e) {
@@ -181,8 +181,8 @@ using watcher_actor = caf::stateful_actor<watcher_state>;
 std::string pool_label(const watcher_state& st, const std::string& file_name) {
   std::string best;
   for (auto& p : st.settings.known_pools)
-    if (file_name.size() > p.size() + 1 && file_name.compare(0, p.size(), p) == 0
-        && file_name[p.size()] == '-' && p.size() > best.size())
+    if (file_name.size() > p.size() + 1 && file_name.compare(0, p.size(), p) == 0 &&
+        file_name[p.size()] == '-' && p.size() > best.size())
       best = p;
   return best.empty() ? "unknown" : best;
 }
@@ -242,7 +242,8 @@ void reject(watcher_actor* self, const std::string& name, const std::string& rea
   if (moved_to.empty()) {
     // Remember it, so the same file is not rejected (and counted) again on every rescan.
     st.files[name] = tracked_file{identity, false, {}, {}};
-    log::error("handoff_rejected", {{"path", path}, {"reason", reason}, {"quarantine", move_error}});
+    log::error("handoff_rejected",
+               {{"path", path}, {"reason", reason}, {"quarantine", move_error}});
   } else {
     log::warn("handoff_rejected", {{"path", path}, {"reason", reason}, {"moved_to", moved_to}});
   }
@@ -283,8 +284,8 @@ void examine(watcher_actor* self, const std::string& name, std::int64_t seen_ns)
   handoff_record& rec = result.record();
   if (st.settings.known_pools.count(rec.pool_id) == 0) {
     reject(self, name,
-           "pool_id \"" + rec.pool_id + "\" is not a pool of this node (known: " + known_list(st)
-             + ")",
+           "pool_id \"" + rec.pool_id + "\" is not a pool of this node (known: " + known_list(st) +
+               ")",
            opened);
     return;
   }
@@ -332,11 +333,12 @@ bool ensure_dir(watcher_actor* self) {
   }
   fs::create_directory(st.rejected_dir, ec);
   if (ec || !fs::is_directory(st.rejected_dir)) {
-    std::string why = "cannot create " + st.rejected_dir + ": "
-                      + (ec ? ec.message() : std::string("exists but is not a directory"));
+    std::string why = "cannot create " + st.rejected_dir + ": " +
+                      (ec ? ec.message() : std::string("exists but is not a directory"));
     if (why != st.dir_error)
-      log::error("handoff_dir_unusable", {{"path", dir}, {"reason", why},
-                                          {"action", "bad files stay in place until fixed"}});
+      log::error(
+          "handoff_dir_unusable",
+          {{"path", dir}, {"reason", why}, {"action", "bad files stay in place until fixed"}});
     st.dir_error = why;
   } else if (!st.dir_ready || !st.dir_error.empty()) {
     log::info("handoff_dir_ready", {{"path", dir}});
@@ -348,8 +350,8 @@ bool ensure_dir(watcher_actor* self) {
     std::string why;
     st.reader = inotify_reader::start(caf::weak_actor_ptr{self->ctrl()}, why);
     if (!st.reader && why != st.reader_error) {
-      log::error("handoff_inotify_failed", {{"path", dir}, {"reason", why},
-                                            {"action", "rescans only"}});
+      log::error("handoff_inotify_failed",
+                 {{"path", dir}, {"reason", why}, {"action", "rescans only"}});
       st.reader_error = why;
     }
   }
@@ -358,8 +360,8 @@ bool ensure_dir(watcher_actor* self) {
     if (st.wd < 0) {
       std::string why = "inotify_add_watch failed: " + errno_text(errno);
       if (why != st.reader_error)
-        log::error("handoff_inotify_failed", {{"path", dir}, {"reason", why},
-                                              {"action", "rescans only"}});
+        log::error("handoff_inotify_failed",
+                   {{"path", dir}, {"reason", why}, {"action", "rescans only"}});
       st.reader_error = why;
     } else {
       st.reader_error.clear();
@@ -384,8 +386,8 @@ void rescan(watcher_actor* self) {
         present.insert(e->d_name);
     ::closedir(d);
   } else {
-    log::error("handoff_dir_unusable",
-               {{"path", st.settings.handoff_dir}, {"reason", "cannot list: " + errno_text(errno)}});
+    log::error("handoff_dir_unusable", {{"path", st.settings.handoff_dir},
+                                        {"reason", "cannot list: " + errno_text(errno)}});
     return;
   }
   for (auto& name : present)
@@ -411,14 +413,15 @@ caf::behavior handoff_watcher(watcher_actor* self, handoff_watcher_settings sett
   st.registry = std::move(registry);
   if (st.registry) {
     // Exactly the definitions of export_pool_metrics (actors/node/pool_metrics.cpp).
-    st.processed = &st.registry->counter_family("pool_handoff_files_processed_total",
-                                                "Handoff files processed, by outcome",
-                                                {"pool_id", "outcome"});
-    st.duration = &st.registry
-                     ->histogram_family("pool_handoff_processing_duration_seconds",
-                                        "Time from a handoff file appearing to its pool being ready",
-                                        {}, {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5})
-                     .with({});
+    st.processed =
+        &st.registry->counter_family("pool_handoff_files_processed_total",
+                                     "Handoff files processed, by outcome", {"pool_id", "outcome"});
+    st.duration =
+        &st.registry
+             ->histogram_family("pool_handoff_processing_duration_seconds",
+                                "Time from a handoff file appearing to its pool being ready", {},
+                                {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5})
+             .with({});
   }
   log::info("handoff_watcher_started",
             {{"path", st.settings.handoff_dir},
@@ -427,42 +430,40 @@ caf::behavior handoff_watcher(watcher_actor* self, handoff_watcher_settings sett
   rescan(self);
   self->delayed_send(self, st.settings.rescan_interval, rescan_atom::value, true);
   return {
-    [self](rescan_atom, bool periodic) {
-      rescan(self);
-      if (periodic)
-        self->delayed_send(self, self->state.settings.rescan_interval, rescan_atom::value, true);
-    },
-    [self](fs_event_atom, const std::string& name, std::uint32_t mask, std::int64_t seen_ns) {
-      if ((mask & (IN_DELETE | IN_MOVED_FROM)) != 0) {
-        gone(self, name);
-      } else if ((mask & IN_CREATE) != 0) {
-        // A regular file is read at IN_CLOSE_WRITE, once written. Anything else (a directory, a
-        // FIFO, a symbolic link) never gets that event: look at it now.
-        struct stat sb {};
-        const std::string path = self->state.settings.handoff_dir + "/" + name;
-        if (::lstat(path.c_str(), &sb) == 0 && !S_ISREG(sb.st_mode))
+      [self](rescan_atom, bool periodic) {
+        rescan(self);
+        if (periodic)
+          self->delayed_send(self, self->state.settings.rescan_interval, rescan_atom::value, true);
+      },
+      [self](fs_event_atom, const std::string& name, std::uint32_t mask, std::int64_t seen_ns) {
+        if ((mask & (IN_DELETE | IN_MOVED_FROM)) != 0) {
+          gone(self, name);
+        } else if ((mask & IN_CREATE) != 0) {
+          // A regular file is read at IN_CLOSE_WRITE, once written. Anything else (a directory, a
+          // FIFO, a symbolic link) never gets that event: look at it now.
+          struct stat sb {};
+          const std::string path = self->state.settings.handoff_dir + "/" + name;
+          if (::lstat(path.c_str(), &sb) == 0 && !S_ISREG(sb.st_mode))
+            examine(self, name, seen_ns);
+        } else {
           examine(self, name, seen_ns);
-      } else {
-        examine(self, name, seen_ns);
-      }
-    },
-    [self](caf::get_atom) {
-      return std::make_tuple(self->state.dir_ready, self->state.wd >= 0);
-    },
-    [self](watch_lost_atom, std::int32_t wd, std::uint32_t mask) {
-      auto& ws = self->state;
-      if ((mask & IN_Q_OVERFLOW) != 0) {
-        log::warn("handoff_events_lost", {{"path", ws.settings.handoff_dir},
-                                          {"action", "rescanning"}});
-      } else if (wd == ws.wd) {
-        // The directory was removed or moved away: recreate it and watch the new one.
-        log::warn("handoff_dir_lost", {{"path", ws.settings.handoff_dir},
-                                       {"action", "recreating"}});
-        ws.wd = -1;
-        ws.dir_ready = false; // logs handoff_dir_ready again once recreated
-      }
-      self->send(self, rescan_atom::value, false);
-    },
+        }
+      },
+      [self](caf::get_atom) { return std::make_tuple(self->state.dir_ready, self->state.wd >= 0); },
+      [self](watch_lost_atom, std::int32_t wd, std::uint32_t mask) {
+        auto& ws = self->state;
+        if ((mask & IN_Q_OVERFLOW) != 0) {
+          log::warn("handoff_events_lost",
+                    {{"path", ws.settings.handoff_dir}, {"action", "rescanning"}});
+        } else if (wd == ws.wd) {
+          // The directory was removed or moved away: recreate it and watch the new one.
+          log::warn("handoff_dir_lost",
+                    {{"path", ws.settings.handoff_dir}, {"action", "recreating"}});
+          ws.wd = -1;
+          ws.dir_ready = false; // logs handoff_dir_ready again once recreated
+        }
+        self->send(self, rescan_atom::value, false);
+      },
   };
 }
 

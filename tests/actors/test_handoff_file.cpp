@@ -18,17 +18,17 @@ namespace {
 
 json::object valid_object() {
   return json::object{
-    {"pool_id", "pool-0"},
-    {"replica_id", "r1"},
-    {"engine", "llorch"},
-    {"engine_version", "0.1.0"},
-    {"model", json::object{{"id", "tiny"}, {"path", "/srv/models/tiny.gguf"}}},
-    {"endpoint", "127.0.0.1:41234"},
-    {"pid", 4242},
-    {"device_mask", "0,1"},
-    {"slots_total", 4},
-    {"ctx_max", 2048},
-    {"written_at", "2026-11-29T04:40:00.123Z"},
+      {"pool_id", "pool-0"},
+      {"replica_id", "r1"},
+      {"engine", "llorch"},
+      {"engine_version", "0.1.0"},
+      {"model", json::object{{"id", "tiny"}, {"path", "/srv/models/tiny.gguf"}}},
+      {"endpoint", "127.0.0.1:41234"},
+      {"pid", 4242},
+      {"device_mask", "0,1"},
+      {"slots_total", 4},
+      {"ctx_max", 2048},
+      {"written_at", "2026-11-29T04:40:00.123Z"},
   };
 }
 
@@ -127,70 +127,70 @@ TEST_CASE("handoff_file: hostile values are rejected with the field named") {
   };
   const std::string long_id(65, 'a');
   std::vector<bad> cases = {
-    {"pool_id", 7, false},
-    {"pool_id", "", false},
-    {"pool_id", "pool/0", false},
-    {"pool_id", "../etc", false},
-    {"pool_id", "pool 0", false},
-    {"pool_id", long_id.c_str(), false},
-    {"pool_id", nullptr, false},
-    {"replica_id", json::array{}, false},
-    {"replica_id", "r\n1", false},
-    {"engine", true, false},
-    {"engine", "llo rch", false},
-    {"engine_version", "", false},
-    {"engine_version", std::string(129, 'v').c_str(), false},
-    {"engine_version", "1.0\x1b[31m", false},
-    {"model", "tiny", false},
-    {"model", json::array{}, false},
-    {"id", 3, true},
-    {"id", "", true},
-    {"path", "", true},
-    {"path", std::string(4097, 'p').c_str(), true},
-    {"path", json::object{}, true},
-    {"digest", 12, true},
-    {"digest", "sha256: spaced", true},
-    {"digest", "", true},
-    {"endpoint", "127.0.0.1", false},
-    {"endpoint", "127.0.0.1:0", false},
-    {"endpoint", "127.0.0.1:65536", false},
-    {"endpoint", "127.0.0.1:-1", false},
-    {"endpoint", "0.0.0.0:7000", false},
-    {"endpoint", ":7000", false},
-    {"endpoint", "::1:7000", false},
-    {"endpoint", "[::1:7000", false},
-    {"endpoint", "host:70x0", false},
-    {"endpoint", 7000, false},
-    {"pid", 0, false},
-    {"pid", -5, false},
-    {"pid", 4242.0, false},
-    {"pid", "4242", false},
-    {"pid", 2147483648LL, false},
-    {"pid", 18446744073709551615ULL, false},
-    {"pid", true, false},
-    {"device_mask", "", false},
-    {"device_mask", "0;rm -rf", false},
-    {"device_mask", 0, false},
-    {"slots_total", 0, false},
-    {"slots_total", 1025, false},
-    {"slots_total", -1, false},
-    {"slots_total", 4.5, false},
-    {"slots_total", "4", false},
-    {"slots_total", nullptr, false},
-    {"ctx_max", 0, false},
-    {"ctx_max", -2048, false},
-    {"ctx_max", 4294967296LL, false},
-    {"ctx_max", 1e9, false},
-    {"written_at", "", false},
-    {"written_at", "yesterday", false},
-    {"written_at", "2026-13-01T00:00:00Z", false},
-    {"written_at", "2026-02-29T00:00:00Z", false},
-    {"written_at", "2026-11-29T24:00:00Z", false},
-    {"written_at", "2026-11-29T04:40:00", false},
-    {"written_at", "2026-11-29T04:40:00.Z", false},
-    {"written_at", "2026-11-29T04:40:00+0100", false},
-    {"written_at", "2026-11-29 04:40:00Z", false},
-    {"written_at", 1795927200123LL, false},
+      {"pool_id", 7, false},
+      {"pool_id", "", false},
+      {"pool_id", "pool/0", false},
+      {"pool_id", "../etc", false},
+      {"pool_id", "pool 0", false},
+      {"pool_id", long_id.c_str(), false},
+      {"pool_id", nullptr, false},
+      {"replica_id", json::array{}, false},
+      {"replica_id", "r\n1", false},
+      {"engine", true, false},
+      {"engine", "llo rch", false},
+      {"engine_version", "", false},
+      {"engine_version", std::string(129, 'v').c_str(), false},
+      {"engine_version", "1.0\x1b[31m", false},
+      {"model", "tiny", false},
+      {"model", json::array{}, false},
+      {"id", 3, true},
+      {"id", "", true},
+      {"path", "", true},
+      {"path", std::string(4097, 'p').c_str(), true},
+      {"path", json::object{}, true},
+      {"digest", 12, true},
+      {"digest", "sha256: spaced", true},
+      {"digest", "", true},
+      {"endpoint", "127.0.0.1", false},
+      {"endpoint", "127.0.0.1:0", false},
+      {"endpoint", "127.0.0.1:65536", false},
+      {"endpoint", "127.0.0.1:-1", false},
+      {"endpoint", "0.0.0.0:7000", false},
+      {"endpoint", ":7000", false},
+      {"endpoint", "::1:7000", false},
+      {"endpoint", "[::1:7000", false},
+      {"endpoint", "host:70x0", false},
+      {"endpoint", 7000, false},
+      {"pid", 0, false},
+      {"pid", -5, false},
+      {"pid", 4242.0, false},
+      {"pid", "4242", false},
+      {"pid", 2147483648LL, false},
+      {"pid", 18446744073709551615ULL, false},
+      {"pid", true, false},
+      {"device_mask", "", false},
+      {"device_mask", "0;rm -rf", false},
+      {"device_mask", 0, false},
+      {"slots_total", 0, false},
+      {"slots_total", 1025, false},
+      {"slots_total", -1, false},
+      {"slots_total", 4.5, false},
+      {"slots_total", "4", false},
+      {"slots_total", nullptr, false},
+      {"ctx_max", 0, false},
+      {"ctx_max", -2048, false},
+      {"ctx_max", 4294967296LL, false},
+      {"ctx_max", 1e9, false},
+      {"written_at", "", false},
+      {"written_at", "yesterday", false},
+      {"written_at", "2026-13-01T00:00:00Z", false},
+      {"written_at", "2026-02-29T00:00:00Z", false},
+      {"written_at", "2026-11-29T24:00:00Z", false},
+      {"written_at", "2026-11-29T04:40:00", false},
+      {"written_at", "2026-11-29T04:40:00.Z", false},
+      {"written_at", "2026-11-29T04:40:00+0100", false},
+      {"written_at", "2026-11-29 04:40:00Z", false},
+      {"written_at", 1795927200123LL, false},
   };
   for (auto& c : cases) {
     const std::string shown = json::serialize(c.value);
@@ -231,8 +231,8 @@ TEST_CASE("handoff_file: RFC 3339 times convert with their offset") {
 TEST_CASE("handoff_file: the file name must match pool_id and replica_id") {
   auto text = text_of(valid_object());
   CHECK(parse_handoff(text, "pool-0-r1.json"));
-  for (const char* name : {"pool-0-r2.json", "pool-1-r1.json", "pool-0.json", "x.json",
-                           "pool-0-r1.JSON"}) {
+  for (const char* name :
+       {"pool-0-r2.json", "pool-1-r1.json", "pool-0.json", "x.json", "pool-0-r1.JSON"}) {
     INFO(name);
     auto r = parse_handoff(text, name);
     REQUIRE_FALSE(r);
@@ -243,8 +243,8 @@ TEST_CASE("handoff_file: the file name must match pool_id and replica_id") {
 
 TEST_CASE("handoff_file: not JSON, not an object, not UTF-8, empty, too big") {
   CHECK(parse_handoff("", good_name).error().find("empty") != std::string::npos);
-  CHECK(parse_handoff("{\"pool_id\":", good_name).error().find("not valid JSON")
-        != std::string::npos);
+  CHECK(parse_handoff("{\"pool_id\":", good_name).error().find("not valid JSON") !=
+        std::string::npos);
   CHECK(parse_handoff("[1,2]", good_name).error().find("JSON object") != std::string::npos);
   CHECK(parse_handoff("\"x\"", good_name).error().find("JSON object") != std::string::npos);
   std::string text = text_of(valid_object());
@@ -312,11 +312,11 @@ TEST_CASE("handoff_file: reading refuses what is not a small regular file") {
 
   const std::string big = d.path + "/big.json";
   write_file(big, std::string(max_file_bytes + 1, ' '));
-  CHECK(read_handoff_file(big).error().find("larger than 65536 bytes (65537 bytes)")
-        != std::string::npos);
+  CHECK(read_handoff_file(big).error().find("larger than 65536 bytes (65537 bytes)") !=
+        std::string::npos);
 
-  CHECK(read_handoff_file(d.path + "/absent.json").error().find("cannot open")
-        != std::string::npos);
+  CHECK(read_handoff_file(d.path + "/absent.json").error().find("cannot open") !=
+        std::string::npos);
   CHECK_FALSE(identify(d.path + "/absent.json"));
 }
 
@@ -325,13 +325,27 @@ TEST_CASE("handoff_file: reading refuses what is not a small regular file") {
 TEST_CASE("handoff_file: seeded mutation loop") {
   std::mt19937 rng(20261129);
   const std::string base = text_of(valid_object());
-  const std::vector<std::string> keys = {"pool_id",  "replica_id",  "engine",      "engine_version",
-                                         "model",    "endpoint",    "pid",         "device_mask",
-                                         "slots_total", "ctx_max",  "written_at"};
-  const std::vector<json::value> values = {
-    nullptr, true, 0, -1, 1025, 1, 3.25, "", "pool-0", "r1", std::string(300, 'z').c_str(),
-    json::array{}, json::object{}, "127.0.0.1:1", "\xE2\x82\xAC", 9223372036854775807LL,
-    18446744073709551615ULL, "2026-11-29T04:40:00Z"};
+  const std::vector<std::string> keys = {"pool_id",     "replica_id", "engine",    "engine_version",
+                                         "model",       "endpoint",   "pid",       "device_mask",
+                                         "slots_total", "ctx_max",    "written_at"};
+  const std::vector<json::value> values = {nullptr,
+                                           true,
+                                           0,
+                                           -1,
+                                           1025,
+                                           1,
+                                           3.25,
+                                           "",
+                                           "pool-0",
+                                           "r1",
+                                           std::string(300, 'z').c_str(),
+                                           json::array{},
+                                           json::object{},
+                                           "127.0.0.1:1",
+                                           "\xE2\x82\xAC",
+                                           9223372036854775807LL,
+                                           18446744073709551615ULL,
+                                           "2026-11-29T04:40:00Z"};
   auto start = std::chrono::steady_clock::now();
   int accepted = 0, rejected = 0;
   for (int i = 0; i < 20000; ++i) {
@@ -342,10 +356,18 @@ TEST_CASE("handoff_file: seeded mutation loop") {
       for (int e = 0; e < edits && !text.empty(); ++e) {
         std::size_t pos = rng() % text.size();
         switch (rng() % 4) {
-        case 0: text[pos] = static_cast<char>(rng() % 256); break;
-        case 1: text.erase(pos, 1 + rng() % 8); break;
-        case 2: text.insert(pos, 1, static_cast<char>(rng() % 256)); break;
-        default: text.resize(pos); break;
+        case 0:
+          text[pos] = static_cast<char>(rng() % 256);
+          break;
+        case 1:
+          text.erase(pos, 1 + rng() % 8);
+          break;
+        case 2:
+          text.insert(pos, 1, static_cast<char>(rng() % 256));
+          break;
+        default:
+          text.resize(pos);
+          break;
         }
       }
     } else {
@@ -377,9 +399,9 @@ TEST_CASE("handoff_file: seeded mutation loop") {
       CHECK_FALSE(r.error().empty());
     }
   }
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::steady_clock::now() - start)
-              .count();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
+                .count();
   std::printf("handoff_file mutation loop: 20000 inputs, %d accepted, %d rejected, %lld ms\n",
               accepted, rejected, static_cast<long long>(ms));
   CHECK(rejected > 10000);

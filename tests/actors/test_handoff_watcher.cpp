@@ -1,5 +1,6 @@
 #include "actors/node/handoff_messages.hpp"
 #include "actors/node/handoff_watcher.hpp"
+#include "actors/node/pool_metrics.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
@@ -14,8 +15,8 @@
 #include <dirent.h>
 #include <fstream>
 #include <mutex>
-#include <thread>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace llorch;
@@ -54,17 +55,17 @@ struct recorder {
 
 caf::behavior sink_actor(caf::event_based_actor*, std::shared_ptr<recorder> rec) {
   return {
-    [rec](handoff_atom, const handoff_record& r) {
-      std::lock_guard<std::mutex> l(rec->m);
-      rec->records.push_back(r);
-      rec->record_times.push_back(clock_type::now());
-      rec->cv.notify_all();
-    },
-    [rec](handoff_removed_atom, const std::string& pool, const std::string& replica) {
-      std::lock_guard<std::mutex> l(rec->m);
-      rec->removed.emplace_back(pool, replica);
-      rec->cv.notify_all();
-    },
+      [rec](handoff_atom, const handoff_record& r) {
+        std::lock_guard<std::mutex> l(rec->m);
+        rec->records.push_back(r);
+        rec->record_times.push_back(clock_type::now());
+        rec->cv.notify_all();
+      },
+      [rec](handoff_removed_atom, const std::string& pool, const std::string& replica) {
+        std::lock_guard<std::mutex> l(rec->m);
+        rec->removed.emplace_back(pool, replica);
+        rec->cv.notify_all();
+      },
   };
 }
 
@@ -76,17 +77,17 @@ std::string make_temp_dir() {
 
 std::string handoff_text(const std::string& pool, const std::string& replica, int slots = 4) {
   json::object o{
-    {"pool_id", pool},
-    {"replica_id", replica},
-    {"engine", "llorch"},
-    {"engine_version", "0.1.0"},
-    {"model", json::object{{"id", "tiny"}, {"path", "/srv/models/tiny.gguf"}}},
-    {"endpoint", "127.0.0.1:41234"},
-    {"pid", 4242},
-    {"device_mask", "cpu"},
-    {"slots_total", slots},
-    {"ctx_max", 256},
-    {"written_at", "2026-11-29T04:40:00.123Z"},
+      {"pool_id", pool},
+      {"replica_id", replica},
+      {"engine", "llorch"},
+      {"engine_version", "0.1.0"},
+      {"model", json::object{{"id", "tiny"}, {"path", "/srv/models/tiny.gguf"}}},
+      {"endpoint", "127.0.0.1:41234"},
+      {"pid", 4242},
+      {"device_mask", "cpu"},
+      {"slots_total", slots},
+      {"ctx_max", 256},
+      {"written_at", "2026-11-29T04:40:00.123Z"},
   };
   return json::serialize(o);
 }
@@ -136,20 +137,20 @@ bool exists(const std::string& path) {
 
 double processed(metrics::registry& r, const std::string& pool, const std::string& outcome) {
   return r
-    .counter_family("pool_handoff_files_processed_total", "Handoff files processed, by outcome",
-                    {"pool_id", "outcome"})
-    .with({pool, outcome})
-    .value();
+      .counter_family("pool_handoff_files_processed_total", "Handoff files processed, by outcome",
+                      {"pool_id", "outcome"})
+      .with({pool, outcome})
+      .value();
 }
 
 std::uint64_t duration_count(metrics::registry& r) {
   return r
-    .histogram_family("pool_handoff_processing_duration_seconds",
-                      "Time from a handoff file appearing to its pool being ready", {},
-                      {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5})
-    .with({})
-    .collect()
-    .count;
+      .histogram_family("pool_handoff_processing_duration_seconds",
+                        "Time from a handoff file appearing to its pool being ready", {},
+                        {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5})
+      .with({})
+      .collect()
+      .count;
 }
 
 struct fixture {
@@ -166,6 +167,9 @@ struct fixture {
     cfg.add_message_types<caf::id_block::llorch_node>();
     sys = std::make_unique<caf::actor_system>(cfg);
     sink = sys->spawn(sink_actor, rec);
+    // As in pool-managerd: the pool metrics exist first; the watcher must define its families
+    // identically or the registry throws.
+    export_pool_metrics(*registry, {});
   }
   ~fixture() {
     if (watcher)
@@ -192,8 +196,11 @@ struct fixture {
     caf::scoped_actor self{*sys};
     std::pair<bool, bool> out{false, false};
     self->request(watcher, caf::infinite, caf::get_atom::value)
-      .receive([&](bool usable, bool watching) { out = {usable, watching}; },
-               [&](const caf::error&) { FAIL("the watcher did not answer"); });
+        .receive(
+            [&](bool usable, bool watching) {
+              out = {usable, watching};
+            },
+            [&](const caf::error&) { FAIL("the watcher did not answer"); });
     return out;
   }
 };
@@ -223,6 +230,11 @@ TEST_CASE("handoff_watcher: a missing directory is created and a new file arrive
   CHECK(r.path == dir + "/pool-0-0.json");
   CHECK(processed(*f.registry, "pool-0", "valid") == 1);
   CHECK(duration_count(*f.registry) == 1);
+  const std::string exposition = f.registry->expose();
+  CHECK(exposition.find(
+            "pool_handoff_files_processed_total{pool_id=\"pool-0\",outcome=\"valid\"} 1\n") !=
+        std::string::npos);
+  CHECK(exposition.find("pool_handoff_processing_duration_seconds_count 1\n") != std::string::npos);
   // The second replica, written in place (open, write, close) rather than renamed.
   write_plain(dir + "/pool-0-1.json", handoff_text("pool-0", "1"));
   REQUIRE(f.rec->wait([&] { return f.rec->records.size() == 2; }, 2000ms));
@@ -249,9 +261,9 @@ TEST_CASE("handoff_watcher: files present at start, unchanged files, rewrites an
   std::this_thread::sleep_for(500ms); // about ten rescans
   CHECK(f.rec->record_count() == 2);
   CHECK(processed(*f.registry, "pool-0", "valid") == 2);
-  CHECK(list_dir(dir) == std::vector<std::string>{".pool-0-3.json", "notes.txt",
-                                                  "pool-0-0.json", "pool-0-1.json",
-                                                  "pool-0-2.json.tmp.99", "rejected"});
+  CHECK(list_dir(dir) == std::vector<std::string>{".pool-0-3.json", "notes.txt", "pool-0-0.json",
+                                                  "pool-0-1.json", "pool-0-2.json.tmp.99",
+                                                  "rejected"});
   CHECK(list_dir(dir + "/rejected").empty());
 
   // A replica that restarts rewrites its file: the new contents are sent again.
@@ -280,24 +292,23 @@ TEST_CASE("handoff_watcher: bad files are quarantined and counted, and good ones
   std::string big = handoff_text("pool-0", "d");
   big.insert(1, "\"pad\":\"" + std::string(70000, 'x') + "\",");
 
-  write_atomic(dir, "pool-0-a.json", "{\"pool_id\": \"pool-0\", ");     // malformed
-  write_atomic(dir, "pool-0-b.json", wrong_types);                      // wrong type
-  write_atomic(dir, "pool-9-0.json", handoff_text("pool-9", "0"));      // foreign pool
-  write_atomic(dir, "pool-1-c.json", handoff_text("pool-1", "other"));  // name mismatch
-  write_atomic(dir, "pool-0-d.json", big);                              // too big
-  REQUIRE(::mkfifo((dir + "/pool-0-e.json").c_str(), 0644) == 0);       // unreadable: a FIFO
-  REQUIRE(::mkdir((dir + "/pool-1-f.json").c_str(), 0755) == 0);        // unreadable: a directory
-  write_atomic(dir, "pool-1-0.json", handoff_text("pool-1", "0"));      // good, after all of them
+  write_atomic(dir, "pool-0-a.json", "{\"pool_id\": \"pool-0\", ");    // malformed
+  write_atomic(dir, "pool-0-b.json", wrong_types);                     // wrong type
+  write_atomic(dir, "pool-9-0.json", handoff_text("pool-9", "0"));     // foreign pool
+  write_atomic(dir, "pool-1-c.json", handoff_text("pool-1", "other")); // name mismatch
+  write_atomic(dir, "pool-0-d.json", big);                             // too big
+  REQUIRE(::mkfifo((dir + "/pool-0-e.json").c_str(), 0644) == 0);      // unreadable: a FIFO
+  REQUIRE(::mkdir((dir + "/pool-1-f.json").c_str(), 0755) == 0);       // unreadable: a directory
+  write_atomic(dir, "pool-1-0.json", handoff_text("pool-1", "0"));     // good, after all of them
 
   REQUIRE(f.rec->wait([&] { return f.rec->records.size() == 1; }, 2000ms));
   CHECK(f.rec->records[0].pool_id == "pool-1");
   CHECK(f.rec->records[0].replica_id == "0");
   // Events are handled in order: every bad file was dealt with before the good one.
   CHECK(list_dir(dir) == std::vector<std::string>{"pool-1-0.json", "rejected"});
-  CHECK(list_dir(dir + "/rejected")
-        == std::vector<std::string>{"pool-0-a.json", "pool-0-b.json", "pool-0-d.json",
-                                    "pool-0-e.json", "pool-1-c.json", "pool-1-f.json",
-                                    "pool-9-0.json"});
+  CHECK(list_dir(dir + "/rejected") ==
+        std::vector<std::string>{"pool-0-a.json", "pool-0-b.json", "pool-0-d.json", "pool-0-e.json",
+                                 "pool-1-c.json", "pool-1-f.json", "pool-9-0.json"});
   CHECK(processed(*f.registry, "pool-0", "invalid") == 4);
   CHECK(processed(*f.registry, "pool-1", "invalid") == 2);
   CHECK(processed(*f.registry, "unknown", "invalid") == 1);
@@ -378,8 +389,8 @@ TEST_CASE("handoff_watcher: processing latency over many files") {
     std::lock_guard<std::mutex> l(f.rec->m);
     for (std::size_t k = 0; k < f.rec->records.size(); ++k) {
       auto i = std::stoul(f.rec->records[k].replica_id);
-      ms.push_back(std::chrono::duration<double, std::milli>(f.rec->record_times[k] - written[i])
-                     .count());
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(f.rec->record_times[k] - written[i]).count());
     }
   }
   std::sort(ms.begin(), ms.end());
