@@ -5,6 +5,7 @@
 #include "net/auth.hpp"
 #include "net/http_router.hpp"
 #include "net/json_views.hpp"
+#include "net/metrics_route.hpp"
 #include "runtime/messages.hpp"
 #include "runtime/metrics.hpp"
 
@@ -61,12 +62,7 @@ void add_control_routes(http_router& router, caf::actor_system& sys,
         summary_atom::value);
   });
 
-  router.add("GET", "/metrics", route_access::open_read, [metrics](exchange_ptr ex) {
-    http_response r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = metrics->expose();
-    ex->respond(std::move(r));
-  });
+  add_metrics_route(router, metrics);
 
   router.add("GET", "/v2/nodes", route_access::open_read, [=](exchange_ptr ex) {
     ask(*system, current_node_registry(*system), ex,

@@ -78,6 +78,16 @@ struct registry_reply {
   std::string node_id;
   std::int64_t next_heartbeat_ms = 0;
   bool ok() const { return status >= 200 && status < 300; }
+
+  static registry_reply make(std::int32_t status, std::string code, std::string message,
+                             std::string node_id = {}) {
+    registry_reply r;
+    r.status = status;
+    r.code = std::move(code);
+    r.message = std::move(message);
+    r.node_id = std::move(node_id);
+    return r;
+  }
 };
 
 // Answer to a single-node query: found is false for an unknown id.

@@ -1,8 +1,8 @@
 // orchestratord: the control plane. Owns the node registry (published on the cluster port) and
 // the HTTP API; everything else is an actor message.
 #include "actors/control/node_registry.hpp"
-#include "net/cluster_transport.hpp"
 #include "net/control_api.hpp"
+#include "net/daemon_options.hpp"
 #include "net/http_router.hpp"
 #include "net/http_server.hpp"
 #include "runtime/config.hpp"
@@ -77,13 +77,7 @@ int main(int argc, char** argv) {
                {"hint", "set ORCHESTRATORD_CLOUD_PROFILE=true to accept nodes"}});
 
   caf::actor_system_config sys_cfg;
-  net::cluster_options copts;
-  copts.tls = cfg.cluster.tls.enabled();
-  copts.certificate = cfg.cluster.tls.certificate;
-  copts.key = cfg.cluster.tls.key;
-  copts.ca = cfg.cluster.tls.ca;
-  copts.keepalive_ms = cfg.cluster.keepalive_ms;
-  copts.dead_after_ms = cfg.cluster.dead_after_ms;
+  auto copts = net::cluster_options_from(cfg.cluster);
   net::configure_cluster(sys_cfg, copts);
   caf::actor_system sys{sys_cfg};
 
@@ -147,13 +141,8 @@ int main(int argc, char** argv) {
 
   net::http_router router;
   net::add_control_routes(router, sys, metrics, std::chrono::steady_clock::now());
-  net::http_server_options hopts;
-  hopts.host = cfg.http_listen.host;
-  hopts.port = cfg.http_listen.port;
-  hopts.body_limit = cfg.http_body_limit;
-  hopts.token = cfg.auth.token;
-  hopts.protect_reads = cfg.auth.protect_reads;
-  hopts.server_name = std::string("orchestratord/") + llorch::version;
+  auto hopts = net::http_options_from(cfg.http_listen, cfg.http_body_limit, cfg.auth,
+                                      "orchestratord");
   hopts.on_auth_failure = [metrics](const net::http_request& req, std::string_view) {
     count_http_auth_failure(*metrics, req.path);
   };

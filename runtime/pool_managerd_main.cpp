@@ -3,7 +3,7 @@
 #include "actors/node/node_agent.hpp"
 #include "actors/node/pool.hpp"
 #include "actors/node/pool_metrics.hpp"
-#include "net/cluster_transport.hpp"
+#include "net/daemon_options.hpp"
 #include "net/http_router.hpp"
 #include "net/http_server.hpp"
 #include "net/node_api.hpp"
@@ -105,13 +105,7 @@ int main(int argc, char** argv) {
                             {"note", gpu_note}});
 
   caf::actor_system_config sys_cfg;
-  net::cluster_options copts;
-  copts.tls = cfg.orchestrator.tls.enabled();
-  copts.certificate = cfg.orchestrator.tls.certificate;
-  copts.key = cfg.orchestrator.tls.key;
-  copts.ca = cfg.orchestrator.tls.ca;
-  copts.keepalive_ms = cfg.orchestrator.keepalive_ms;
-  copts.dead_after_ms = cfg.orchestrator.dead_after_ms;
+  auto copts = net::cluster_options_from(cfg.orchestrator);
   net::configure_cluster(sys_cfg, copts);
   caf::actor_system sys{sys_cfg};
 
@@ -121,13 +115,8 @@ int main(int argc, char** argv) {
 
   net::http_router router;
   std::string error;
-  net::http_server_options hopts;
-  hopts.host = cfg.http_listen.host;
-  hopts.port = cfg.http_listen.port;
-  hopts.body_limit = cfg.http_body_limit;
-  hopts.token = cfg.auth.token;
-  hopts.protect_reads = cfg.auth.protect_reads;
-  hopts.server_name = std::string("pool-managerd/") + llorch::version;
+  auto hopts = net::http_options_from(cfg.http_listen, cfg.http_body_limit, cfg.auth,
+                                      "pool-managerd");
 
   node_agent_settings as;
   as.identity.node_id = cfg.node_id;

@@ -2,6 +2,7 @@
 
 #include "actors/control/node_table.hpp"
 #include "net/auth.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
@@ -11,11 +12,6 @@
 
 namespace llorch {
 namespace {
-
-std::int64_t wall_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 struct registry_metrics {
   metrics::family<metrics::gauge>& nodes_online;
@@ -127,14 +123,6 @@ void report(registry_state& st, const std::vector<node_table::event>& events) {
     refresh_gauges(st, id);
 }
 
-registry_reply refused(std::int32_t status, std::string code, std::string message) {
-  registry_reply r;
-  r.status = status;
-  r.code = std::move(code);
-  r.message = std::move(message);
-  return r;
-}
-
 // Same rule as the HTTP facade: no configured token means none is required; otherwise a missing
 // or different token is refused, compared in constant time, and logged by fingerprint only.
 std::optional<registry_reply> check_token(const registry_state& st, const std::string& token,
@@ -144,12 +132,12 @@ std::optional<registry_reply> check_token(const registry_state& st, const std::s
   if (token.empty()) {
     log::warn("auth_failed", {{"fingerprint", "none"}, {"peer", "cluster"}, {"path", what},
                               {"node_id", node_id}});
-    return refused(401, "MISSING_TOKEN", "a token is required");
+    return registry_reply::make(401, "MISSING_TOKEN", "a token is required");
   }
   if (!net::constant_time_equals(token, st.settings.token)) {
     log::warn("auth_failed", {{"fingerprint", net::token_fingerprint(token)}, {"peer", "cluster"},
                               {"path", what}, {"node_id", node_id}});
-    return refused(401, "BAD_TOKEN", "the token does not match LLORCH_API_TOKEN");
+    return registry_reply::make(401, "BAD_TOKEN", "the token does not match LLORCH_API_TOKEN");
   }
   return std::nullopt;
 }
@@ -163,7 +151,7 @@ std::optional<registry_reply> check_cloud_profile(const registry_state& st, cons
              {"path", what},
              {"reason", "cloud profile disabled"},
              {"hint", "set ORCHESTRATORD_CLOUD_PROFILE=true (or cloud_profile: true) and restart"}});
-  return refused(503, "CLOUD_PROFILE_DISABLED",
+  return registry_reply::make(503, "CLOUD_PROFILE_DISABLED",
                  "the cloud profile is disabled on this orchestratord; set "
                  "ORCHESTRATORD_CLOUD_PROFILE=true to accept nodes");
 }
@@ -230,7 +218,7 @@ caf::behavior node_registry(registry_actor* self, node_registry_settings setting
       }
       std::vector<node_table::event> events;
       auto node_id = info.node_id;
-      auto r = s.table->upsert(std::move(info), node_table::clock::now(), wall_ms(), events);
+      auto r = s.table->upsert(std::move(info), node_table::clock::now(), wall_clock_ms(), events);
       if (!r.ok()) {
         s.m->registrations.with({"invalid"}).inc();
         log::warn("registration_rejected", {{"node_id", node_id}, {"reason", r.message}});
@@ -254,7 +242,7 @@ caf::behavior node_registry(registry_actor* self, node_registry_settings setting
         return *r;
       }
       std::vector<node_table::event> events;
-      auto r = s.table->heartbeat(hb, node_table::clock::now(), wall_ms(), events);
+      auto r = s.table->heartbeat(hb, node_table::clock::now(), wall_clock_ms(), events);
       if (!r.ok()) {
         s.m->heartbeats.with({label, r.status == 404 ? "unknown_node" : "invalid"}).inc();
         return r;

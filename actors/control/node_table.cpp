@@ -6,18 +6,8 @@
 namespace llorch {
 namespace {
 
-registry_reply reply(std::int32_t status, std::string code, std::string message,
-                     std::string node_id = {}) {
-  registry_reply r;
-  r.status = status;
-  r.code = std::move(code);
-  r.message = std::move(message);
-  r.node_id = std::move(node_id);
-  return r;
-}
-
 registry_reply node_not_found(const std::string& node_id) {
-  return reply(404, "NODE_NOT_FOUND", "no node with id '" + node_id + "' is registered", node_id);
+  return registry_reply::make(404, "NODE_NOT_FOUND", "no node with id '" + node_id + "' is registered", node_id);
 }
 
 } // namespace
@@ -38,11 +28,11 @@ bool node_table::valid_node_id(const std::string& id) {
 registry_reply node_table::upsert(node_info info, clock::time_point now, std::int64_t wall_ms,
                                   std::vector<event>& events) {
   if (!valid_node_id(info.node_id))
-    return reply(400, "INVALID_PARAMS", "node_id must be 1-64 characters of [A-Za-z0-9._-]",
+    return registry_reply::make(400, "INVALID_PARAMS", "node_id must be 1-64 characters of [A-Za-z0-9._-]",
                  info.node_id);
   for (auto& p : info.pools) {
     if (p.pool_id.empty())
-      return reply(400, "INVALID_PARAMS", "every pool needs a pool_id", info.node_id);
+      return registry_reply::make(400, "INVALID_PARAMS", "every pool needs a pool_id", info.node_id);
     p.node_id = info.node_id;
   }
   auto id = info.node_id;
@@ -61,7 +51,7 @@ registry_reply node_table::upsert(node_info info, clock::time_point now, std::in
     events.push_back({event::registered, id, "register"});
   else
     events.push_back({was_online ? event::reregistered : event::online, id, "register"});
-  auto r = reply(200, "", inserted ? "node registered" : "node re-registered", id);
+  auto r = registry_reply::make(200, "", inserted ? "node registered" : "node re-registered", id);
   r.next_heartbeat_ms = interval_.count();
   return r;
 }
@@ -80,7 +70,7 @@ registry_reply node_table::heartbeat(const node_heartbeat& hb, clock::time_point
     return node_not_found(hb.node_id);
   for (auto& reported : hb.pools)
     if (reported.pool_id.empty())
-      return reply(400, "INVALID_PARAMS", "every pool needs a pool_id", hb.node_id);
+      return registry_reply::make(400, "INVALID_PARAMS", "every pool needs a pool_id", hb.node_id);
   auto& e = it->second;
   for (auto reported : hb.pools) {
     reported.node_id = hb.node_id;
@@ -95,7 +85,7 @@ registry_reply node_table::heartbeat(const node_heartbeat& hb, clock::time_point
   e.missed = 0;
   e.info.last_heartbeat_ms = wall_ms;
   mark_online(e, "heartbeat", events);
-  auto r = reply(200, "", "ok", hb.node_id);
+  auto r = registry_reply::make(200, "", "ok", hb.node_id);
   r.next_heartbeat_ms = interval_.count();
   return r;
 }
@@ -106,7 +96,7 @@ registry_reply node_table::remove(const std::string& node_id, std::vector<event>
   for (auto it = drained_pools_.begin(); it != drained_pools_.end();)
     it = it->first == node_id ? drained_pools_.erase(it) : std::next(it);
   events.push_back({event::deregistered, node_id, "forced"});
-  return reply(204, "", "node deregistered", node_id);
+  return registry_reply::make(204, "", "node deregistered", node_id);
 }
 
 registry_reply node_table::drain_node(const std::string& node_id, std::int64_t) {
@@ -114,7 +104,7 @@ registry_reply node_table::drain_node(const std::string& node_id, std::int64_t) 
   if (it == nodes_.end())
     return node_not_found(node_id);
   it->second.draining = true;
-  return reply(202, "", "node draining: no new tasks are placed on it", node_id);
+  return registry_reply::make(202, "", "node draining: no new tasks are placed on it", node_id);
 }
 
 registry_reply node_table::drain_pool(const std::string& pool_id, const std::string& node_id,
@@ -130,8 +120,8 @@ registry_reply node_table::drain_pool(const std::string& pool_id, const std::str
       }
   }
   if (matched == 0)
-    return reply(404, "POOL_NOT_FOUND", "no registered node has a pool '" + pool_id + "'", node_id);
-  return reply(202, "", "pool draining on " + std::to_string(matched) + " node(s)", node_id);
+    return registry_reply::make(404, "POOL_NOT_FOUND", "no registered node has a pool '" + pool_id + "'", node_id);
+  return registry_reply::make(202, "", "pool draining on " + std::to_string(matched) + " node(s)", node_id);
 }
 
 void node_table::connection_lost(const std::string& node_id, std::vector<event>& events) {

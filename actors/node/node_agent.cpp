@@ -2,17 +2,13 @@
 
 #include "actors/node/handoff_messages.hpp"
 #include "actors/node/pool.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/log.hpp"
 
 #include <random>
 
 namespace llorch {
 namespace {
-
-std::int64_t wall_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 struct agent_state {
   static inline const char* name = "node_agent";
@@ -131,7 +127,7 @@ void send_heartbeat(agent_actor* self) {
   auto& st = self->state;
   node_heartbeat hb;
   hb.node_id = st.settings.identity.node_id;
-  hb.timestamp_ms = wall_ms();
+  hb.timestamp_ms = wall_clock_ms();
   hb.pools = st.settings.identity.pools;
   hb.rtt_ms = st.last_rtt_ms;
   auto gen = st.generation;
@@ -262,11 +258,8 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
           rp.delegate(p, preload_atom::value, model_id, engine);
         },
         [rp, pool_id]() mutable {
-          registry_reply r;
-          r.status = 404;
-          r.code = "POOL_NOT_FOUND";
-          r.message = "no pool '" + pool_id + "' on this node";
-          rp.deliver(r);
+          rp.deliver(registry_reply::make(404, "POOL_NOT_FOUND",
+                                          "no pool '" + pool_id + "' on this node"));
         });
       return rp;
     },

@@ -119,14 +119,6 @@ void engine_failed(pool_actor* self, const std::string& why) {
             {{"pool_id", st.settings.pool.id}, {"delay_ms", delay->count()}, {"reason", why}});
 }
 
-registry_reply reply(std::int32_t status, std::string code, std::string message) {
-  registry_reply r;
-  r.status = status;
-  r.code = std::move(code);
-  r.message = std::move(message);
-  return r;
-}
-
 caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_actor middleman,
                    std::shared_ptr<metrics::registry> metrics) {
   auto& st = self->state;
@@ -231,14 +223,14 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
     [self](preload_atom, const std::string& model_id, const std::string& engine) {
       auto& s = self->state;
       if (engine != "llorch")
-        return reply(400, "ENGINE_NOT_AVAILABLE",
+        return registry_reply::make(400, "ENGINE_NOT_AVAILABLE",
                      "engine '" + engine + "' is not available on this node; available: llorch");
       if (s.status.draining)
-        return reply(409, "POOL_DRAINING", "pool " + s.settings.pool.id + " is draining");
+        return registry_reply::make(409, "POOL_DRAINING", "pool " + s.settings.pool.id + " is draining");
       auto it = std::find_if(s.settings.models.begin(), s.settings.models.end(),
                              [&](auto& m) { return m.id == model_id; });
       if (it == s.settings.models.end())
-        return reply(404, "MODEL_NOT_FOUND",
+        return registry_reply::make(404, "MODEL_NOT_FOUND",
                      "model '" + model_id + "' is not in this node's models");
       s.model = *it;
       s.policy = std::make_unique<restart_policy>(s.settings.restart, s.generation + 1);
@@ -252,7 +244,7 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
         ++s.generation; // cancels a pending restart
         start_engine(self);
       }
-      return reply(202, "", "loading");
+      return registry_reply::make(202, "", "loading");
     },
     [self](caf::get_atom) {
       auto& s = self->state;
