@@ -466,6 +466,12 @@ handoff_result read_handoff_file(const std::string& path, file_identity* identit
   }
   ::close(fd);
   text.resize(got);
+  if (identity) {
+    std::uint64_t h = 14695981039346656037ULL;
+    for (char c : text)
+      h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+    identity->content_hash = h;
+  }
   auto result = parse_handoff(text, file_name_of(path));
   if (result)
     result.record().path = path;

@@ -71,6 +71,9 @@ struct file_identity {
   std::int64_t size = 0;
   std::int64_t mtime_ns = 0;
   std::int64_t ctime_ns = 0;
+  // FNV-1a of the bytes, set by read_handoff_file; not part of ==. Timestamps are as coarse as the
+  // kernel tick and inode numbers are reused, so a quick rewrite can look unchanged by metadata.
+  std::uint64_t content_hash = 0;
   bool operator==(const file_identity& o) const {
     return device == o.device && inode == o.inode && size == o.size && mtime_ns == o.mtime_ns &&
            ctime_ns == o.ctime_ns;

@@ -29,5 +29,5 @@ using handoff_removed_atom = caf::atom_constant<caf::atom("handoffrm")>;
 } // namespace llorch
 
 CAF_BEGIN_TYPE_ID_BLOCK(llorch_node, caf::first_custom_type_id + 100)
-CAF_ADD_TYPE_ID(llorch_node, (llorch::handoff::handoff_record))
+  CAF_ADD_TYPE_ID(llorch_node, (llorch::handoff::handoff_record))
 CAF_END_TYPE_ID_BLOCK(llorch_node)

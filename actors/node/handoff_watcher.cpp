@@ -257,6 +257,15 @@ std::string known_list(const watcher_state& st) {
   return out.empty() ? "none" : out;
 }
 
+// Metadata alone cannot tell two versions apart when both were written within one kernel tick
+// into a reused inode: such recent files are re-read and compared by content.
+bool recently_modified(const file_identity& id) {
+  const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  return now_ns - id.ctime_ns < 2'000'000'000LL; // ctime >= mtime; a rename updates it too
+}
+
 // Looks at one directory entry, first seen at `seen_ns` (steady clock).
 void examine(watcher_actor* self, const std::string& name, std::int64_t seen_ns) {
   auto& st = self->state;
@@ -269,10 +278,13 @@ void examine(watcher_actor* self, const std::string& name, std::int64_t seen_ns)
     return;
   }
   auto it = st.files.find(name);
-  if (it != st.files.end() && it->second.identity == *current)
+  if (it != st.files.end() && it->second.identity == *current && !recently_modified(*current))
     return; // unchanged since it was last handled
   file_identity opened = *current;
   auto result = handoff::read_handoff_file(path, &opened);
+  if (it != st.files.end() && it->second.identity == opened &&
+      it->second.identity.content_hash == opened.content_hash)
+    return; // read again, same bytes
   if (!result) {
     if (!handoff::identify(path)) { // vanished while being read: nothing to reject
       gone(self, name);

@@ -436,3 +436,28 @@ TEST_CASE("handoff_watcher: stopping the watcher stops its reader thread") {
   CHECK(eventually([&] { return thread_count() == before; }, 2000ms));
   f.watcher = nullptr;
 }
+
+// Rewrites faster than the file system's timestamp granularity, with equal sizes and inode numbers
+// that the file system may hand out again: the last version must still be the one delivered.
+TEST_CASE("handoff_watcher: rapid rewrites of one file end with its last version") {
+  fixture f;
+  const std::string dir = f.root + "/handoff";
+  f.start(dir, 20ms);
+  constexpr int rewrites = 300;
+  for (int i = 0; i < rewrites; ++i) {
+    auto text = handoff_text("pool-0", "0", 100 + i % 900); // always three digits: equal sizes
+    write_atomic(dir, "pool-0-0.json", text);
+  }
+  const int last = 100 + (rewrites - 1) % 900;
+  REQUIRE(f.rec->wait(
+      [&] { return !f.rec->records.empty() && f.rec->records.back().slots_total == last; },
+      3000ms));
+  std::this_thread::sleep_for(200ms); // ten rescans: nothing more arrives
+  std::lock_guard<std::mutex> l(f.rec->m);
+  CHECK(f.rec->records.back().slots_total == last);
+  CHECK(f.rec->records.size() <= static_cast<std::size_t>(rewrites));
+  CHECK(f.rec->removed.empty());
+  CHECK(processed(*f.registry, "pool-0", "invalid") == 0);
+  std::printf("handoff_watcher: %d rapid rewrites, %zu records delivered\n", rewrites,
+              f.rec->records.size());
+}
