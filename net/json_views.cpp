@@ -2,6 +2,9 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <cctype>
+
 namespace json = boost::json;
 
 namespace llorch::net {
@@ -97,6 +100,19 @@ public:
     if (x < lo || x > hi)
       return fail(key, "is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
     out = static_cast<Int>(x);
+  }
+
+  void number(const char* key, double& out, double lo, double hi) {
+    auto* v = find(key, false);
+    if (!v)
+      return;
+    if (!v->is_number())
+      return fail(key, "must be a number");
+    auto x = v->to_number<double>();
+    if (!(x >= lo && x <= hi))
+      return fail(key, "is out of range [" + json::serialize(json::value(lo)) + ", "
+                         + json::serialize(json::value(hi)) + "]");
+    out = x;
   }
 
   const json::array* array(const char* key) {
@@ -310,6 +326,64 @@ bool parse_drain(std::string_view body, std::int64_t& deadline_ms, std::string& 
   reader r(v.get_object(), "", error);
   r.integer("deadline_ms", deadline_ms, 0, 7LL * 24 * 3600 * 1000);
   r.string("node_id", node_id);
+  return r.ok();
+}
+
+bool parse_task_request(std::string_view body, task_spec& out, std::string& error) {
+  json::value v;
+  if (!parse_object(body, v, error))
+    return false;
+  reader r(v.get_object(), "", error);
+  r.string("task_id", out.task_id);
+  r.string("model", out.model, true);
+  r.string("prompt", out.prompt, true);
+  if (r.ok() && !v.get_object().contains("max_tokens"))
+    r.fail("max_tokens", "is required");
+  r.integer("max_tokens", out.max_tokens, 1, 65536);
+  double temperature = 0, top_p = 1;
+  r.number("temperature", temperature, 0, 10);
+  r.number("top_p", top_p, 0, 1);
+  out.temperature = static_cast<float>(temperature);
+  out.top_p = static_cast<float>(top_p);
+  r.integer("top_k", out.top_k, 0, 1 << 20);
+  r.integer("seed", out.seed, 0, INT64_MAX);
+  std::string priority = "interactive";
+  r.string("priority", priority);
+  if (r.ok() && priority != "interactive" && priority != "batch")
+    r.fail("priority", "must be \"interactive\" or \"batch\"");
+  out.interactive = priority == "interactive";
+  std::int64_t deadline = 0;
+  r.integer("deadline_ms", deadline, 1, 7LL * 24 * 3600 * 1000);
+  out.deadline_ms = deadline; // relative here; admission makes it absolute
+  if (auto* placement = r.object("placement")) {
+    reader p(*placement, "placement.", error);
+    p.string("mode", out.placement_mode);
+    p.string("pool_id", out.pin_pool);
+    p.string("node_id", out.pin_node);
+    if (auto* avoid = p.array("avoid_pools"))
+      for (auto& a : *avoid) {
+        if (!a.is_string()) {
+          p.fail("avoid_pools", "must be an array of strings");
+          break;
+        }
+        out.avoid_pools.emplace_back(a.get_string());
+      }
+    if (p.ok() && out.placement_mode != "auto" && out.placement_mode != "pin"
+        && out.placement_mode != "prefer")
+      p.fail("mode", "must be \"auto\", \"pin\" or \"prefer\"");
+    if (p.ok() && out.placement_mode != "auto" && out.pin_pool.empty() && out.pin_node.empty())
+      p.fail("mode", "needs pool_id or node_id");
+  }
+  if (r.ok() && out.model.empty())
+    r.fail("model", "must not be empty");
+  if (r.ok() && !out.task_id.empty()) {
+    bool valid = out.task_id.size() <= 64
+                 && std::all_of(out.task_id.begin(), out.task_id.end(), [](unsigned char c) {
+                      return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+                    });
+    if (!valid)
+      r.fail("task_id", "must be 1-64 characters of [A-Za-z0-9._-]");
+  }
   return r.ok();
 }
 

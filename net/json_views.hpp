@@ -23,6 +23,9 @@ bool parse_heartbeat(std::string_view body, const std::string& node_id, node_hea
 bool parse_drain(std::string_view body, std::int64_t& deadline_ms, std::string& node_id,
                  std::string& error);
 
+// A task request (CONTRACT §2 POST /v2/tasks). deadline_ms stays relative (ms from now).
+bool parse_task_request(std::string_view body, task_spec& out, std::string& error);
+
 // The runbook's preload body `{"model_id", "engine"}`; engine defaults to "llorch".
 bool parse_preload(std::string_view body, std::string& model_id, std::string& engine,
                    std::string& error);

@@ -102,6 +102,42 @@ struct cluster_summary {
   std::int32_t pools_available = 0;
 };
 
+// A task as admitted (CONTRACT §2 task request, validated).
+struct task_spec {
+  std::string task_id;
+  std::string model;
+  std::string prompt;
+  std::int32_t max_tokens = 16;
+  float temperature = 0.0f;
+  std::int32_t top_k = 0;
+  float top_p = 1.0f;
+  std::uint64_t seed = 0;
+  bool interactive = true;
+  std::int64_t deadline_ms = 0; // wall-clock ms; the task ends with an error if not done by then
+  std::string placement_mode = "auto";
+  std::string pin_pool;
+  std::string pin_node;
+  std::vector<std::string> avoid_pools;
+};
+
+// Admission's answer, in HTTP terms (202, 404 MODEL_NOT_FOUND, 429 QUEUE_FULL, 503 ...).
+struct submit_reply {
+  std::int32_t status = 202;
+  std::string code;
+  std::string message;
+  std::int64_t retry_after_ms = 0;
+  std::string task_id;
+  std::int64_t queue_position = 0;
+  std::int64_t predicted_start_ms = -1;
+};
+
+// What placement needs from the registry: the nodes and, aligned with them, their agents
+// (invalid for nodes registered over HTTP, which cannot run tasks).
+struct placement_snapshot {
+  std::vector<node_info> nodes;
+  std::vector<caf::actor> agents;
+};
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gpu_info& x) {
   return f(caf::meta::type_name("gpu_info"), x.device_id, x.name, x.vram_total_bytes,
@@ -147,6 +183,24 @@ typename Inspector::result_type inspect(Inspector& f, cluster_summary& x) {
   return f(caf::meta::type_name("cluster_summary"), x.nodes_online, x.pools_available);
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, task_spec& x) {
+  return f(caf::meta::type_name("task_spec"), x.task_id, x.model, x.prompt, x.max_tokens,
+           x.temperature, x.top_k, x.top_p, x.seed, x.interactive, x.deadline_ms,
+           x.placement_mode, x.pin_pool, x.pin_node, x.avoid_pools);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, submit_reply& x) {
+  return f(caf::meta::type_name("submit_reply"), x.status, x.code, x.message, x.retry_after_ms,
+           x.task_id, x.queue_position, x.predicted_start_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, placement_snapshot& x) {
+  return f(caf::meta::type_name("placement_snapshot"), x.nodes, x.agents);
+}
+
 // Atoms (CAF 0.17: at most 10 characters).
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
@@ -157,6 +211,16 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using summary_atom = caf::atom_constant<caf::atom("summary")>;
 using connect_timer_atom = caf::atom_constant<caf::atom("connectt")>;
 using beat_timer_atom = caf::atom_constant<caf::atom("beatt")>;
+using placement_atom = caf::atom_constant<caf::atom("placement")>;
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using task_atom = caf::atom_constant<caf::atom("task")>;
+using generate_atom = caf::atom_constant<caf::atom("generate")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using requeue_atom = caf::atom_constant<caf::atom("requeue")>;
+using fail_atom = caf::atom_constant<caf::atom("fail")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using tick_timer_atom = caf::atom_constant<caf::atom("tickt")>;
 
 } // namespace llorch
 
@@ -171,4 +235,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(llorch, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(llorch, (llorch::registry_reply))
   CAF_ADD_TYPE_ID(llorch, (llorch::node_lookup))
   CAF_ADD_TYPE_ID(llorch, (llorch::cluster_summary))
+  CAF_ADD_TYPE_ID(llorch, (llorch::task_spec))
+  CAF_ADD_TYPE_ID(llorch, (llorch::submit_reply))
+  CAF_ADD_TYPE_ID(llorch, (llorch::placement_snapshot))
 CAF_END_TYPE_ID_BLOCK(llorch)

@@ -1,10 +1,12 @@
 // orchestratord: the control plane. Owns the node registry (published on the cluster port) and
 // the HTTP API; everything else is an actor message.
+#include "actors/control/admission_queue.hpp"
 #include "actors/control/node_registry.hpp"
 #include "net/control_api.hpp"
 #include "net/daemon_options.hpp"
 #include "net/http_router.hpp"
 #include "net/http_server.hpp"
+#include "net/task_api.hpp"
 #include "runtime/config.hpp"
 #include "runtime/daemon.hpp"
 #include "runtime/log.hpp"
@@ -110,9 +112,14 @@ int main(int argc, char** argv) {
   limits.backoff_initial = std::chrono::milliseconds(50);
   limits.backoff_max = std::chrono::milliseconds(2000);
 
+  admission_settings adm;
+  adm.capacity = static_cast<std::size_t>(cfg.admission_capacity);
   std::vector<child_spec> children;
   children.push_back({"node_registry", [rs, metrics](caf::local_actor* sup) {
                         return spawn_node_registry(sup->home_system(), rs, metrics);
+                      }});
+  children.push_back({"admission_queue", [adm, metrics](caf::local_actor* sup) {
+                        return spawn_admission_queue(sup->home_system(), adm, metrics);
                       }});
   auto root = spawn_supervisor(sys, "orchestratord", limits, std::move(children), hooks);
 
@@ -141,6 +148,7 @@ int main(int argc, char** argv) {
 
   net::http_router router;
   net::add_control_routes(router, sys, metrics, std::chrono::steady_clock::now());
+  net::add_task_routes(router, sys);
   auto hopts = net::http_options_from(cfg.http_listen, cfg.http_body_limit, cfg.auth,
                                       "orchestratord");
   hopts.on_auth_failure = [metrics](const net::http_request& req, std::string_view) {

@@ -60,7 +60,7 @@ struct registry_state {
   std::unique_ptr<registry_metrics> m;
   node_registry_settings settings;
   std::map<caf::actor_addr, std::string> agents;       // monitored agent -> node_id
-  std::map<std::string, caf::actor_addr> agent_of;     // node_id -> monitored agent
+  std::map<std::string, caf::actor> agent_of;          // node_id -> monitored agent
   std::map<std::string, std::set<std::string>> exported_pools; // gauges we have set
 };
 
@@ -160,17 +160,17 @@ void watch_agent(registry_actor* self, const std::string& node_id, const caf::ac
   auto& st = self->state;
   auto old = st.agent_of.find(node_id);
   if (old != st.agent_of.end()) {
-    if (agent && old->second == agent.address())
+    if (agent && old->second == agent)
       return;
     self->demonitor(old->second);
-    st.agents.erase(old->second);
+    st.agents.erase(old->second.address());
     st.agent_of.erase(old);
   }
   if (!agent)
     return;
   self->monitor(agent);
   st.agents[agent.address()] = node_id;
-  st.agent_of[node_id] = agent.address();
+  st.agent_of[node_id] = agent;
 }
 
 caf::behavior node_registry(registry_actor* self, node_registry_settings settings,
@@ -300,6 +300,16 @@ caf::behavior node_registry(registry_actor* self, node_registry_settings setting
     [self](caf::get_atom) { return self->state.table->list(); },
     [self](caf::get_atom, const std::string& node_id) { return self->state.table->find(node_id); },
     [self](summary_atom) { return self->state.table->summary(); },
+    [self](placement_atom) {
+      auto& s = self->state;
+      placement_snapshot snap;
+      snap.nodes = s.table->list();
+      for (auto& n : snap.nodes) {
+        auto it = s.agent_of.find(n.node_id);
+        snap.agents.push_back(it != s.agent_of.end() ? it->second : caf::actor{});
+      }
+      return snap;
+    },
     [self, sweep_period](sweep_atom) {
       std::vector<node_table::event> events;
       self->state.table->sweep(node_table::clock::now(), events);

@@ -11,6 +11,7 @@
 //   (caf::get_atom)                                      -> std::vector<node_info>
 //   (caf::get_atom, node_id)                             -> node_lookup
 //   (summary_atom)                                       -> cluster_summary
+//   (placement_atom)                                     -> placement_snapshot
 #include "runtime/messages.hpp"
 
 #include <chrono>

@@ -2,6 +2,7 @@
 
 #include "actors/node/handoff_messages.hpp"
 #include "actors/node/pool.hpp"
+#include "engines/engine_protocol.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
 
@@ -186,12 +187,13 @@ void update_pool(agent_actor* self, pool_status ps) {
   auto& pools = st.settings.identity.pools;
   auto it = std::find_if(pools.begin(), pools.end(),
                          [&](auto& p) { return p.pool_id == ps.pool_id; });
-  bool changed = it == pools.end() || it->state != ps.state || it->ready != ps.ready;
+  // Readiness and free slots drive placement: tell the control plane now, not at the next beat.
+  bool changed = it == pools.end() || it->state != ps.state || it->ready != ps.ready
+                 || it->slots_free != ps.slots_free;
   if (it == pools.end())
     pools.push_back(std::move(ps));
   else
     *it = std::move(ps);
-  // A pool that became ready (or stopped being ready) should not wait for the next heartbeat.
   if (changed && st.registered)
     send_heartbeat(self);
 }
@@ -229,6 +231,18 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
       return std::make_tuple(self->state.registered, self->state.settings.identity.pools);
     },
     [self](pool_update_atom, pool_status& ps) { update_pool(self, std::move(ps)); },
+    [self](generate_atom, const std::string& pool_id, const engine::engine_generate& req) {
+      with_pool(
+        self, pool_id, [self, req](const caf::actor& p) { self->send(p, req); },
+        [self, req, pool_id] {
+          self->send(req.reply_to, stream_failed(req.task_id, req.first_index,
+                                                 "no pool '" + pool_id + "' on this node"));
+        });
+    },
+    [self](cancel_atom, const std::string& pool_id, const engine::engine_cancel& c) {
+      with_pool(
+        self, pool_id, [self, c](const caf::actor& p) { self->send(p, c); }, [] {});
+    },
     [self](handoff_atom, const handoff::handoff_record& rec) {
       with_pool(
         self, rec.pool_id, [self, rec](const caf::actor& p) { self->send(p, handoff_atom::value, rec); },

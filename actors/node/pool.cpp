@@ -4,6 +4,7 @@
 #include "actors/node/node_agent.hpp"
 #include "actors/node/handoff_messages.hpp"
 #include "actors/node/pool_metrics.hpp"
+#include "engines/engine_protocol.hpp"
 #include "runtime/log.hpp"
 
 #include <random>
@@ -29,6 +30,13 @@ struct pool_state {
   std::string endpoint;
   bool replacing = false; // the running engine was stopped to start another (preload)
   int restarts = 0;
+  // Streams in flight: the engine answers the pool, which relays to the task's actor (one hop
+  // over the cluster connection the node already has).
+  struct relay {
+    caf::actor task;
+    std::uint64_t next_index = 0;
+  };
+  std::map<std::uint64_t, relay> streams;
 
   ~pool_state() {
     if (process)
@@ -98,10 +106,31 @@ void start_engine(pool_actor* self) {
   self->delayed_send(self, s.ready_timeout, ready_timer_atom::value, st.generation);
 }
 
+// Every stream in flight ends with an error the task actor can fail over from.
+void fail_streams(pool_actor* self, const std::string& why) {
+  auto& st = self->state;
+  for (auto& [task_id, r] : st.streams)
+    self->send(r.task, stream_failed(task_id, r.next_index, why));
+  st.streams.clear();
+}
+
+void update_slots(pool_actor* self) {
+  auto& st = self->state;
+  if (!st.status.ready)
+    return;
+  auto busy = static_cast<std::int32_t>(st.streams.size());
+  auto free_slots = std::max(0, st.status.slots_total - busy);
+  if (free_slots != st.status.slots_free) {
+    st.status.slots_free = free_slots;
+    publish(self);
+  }
+}
+
 // The replica died, or never became ready: restart it per the policy, or give up.
 void engine_failed(pool_actor* self, const std::string& why) {
   auto& st = self->state;
   st.engine = nullptr;
+  fail_streams(self, why);
   auto delay = st.policy->on_failure(restart_policy::clock::now());
   if (!delay) {
     auto msg = "engine failed " + std::to_string(st.policy->restarts_in_window(
@@ -246,6 +275,41 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       }
       return registry_reply::make(202, "", "loading");
     },
+    [self](engine::engine_generate& req) {
+      auto& s = self->state;
+      if (!s.engine || !s.status.ready) {
+        self->send(req.reply_to, stream_failed(req.task_id, req.first_index,
+                                               "pool " + s.settings.pool.id + " is not ready"));
+        return;
+      }
+      s.streams[req.task_id] = {req.reply_to, req.first_index};
+      req.reply_to = caf::actor_cast<caf::actor>(self);
+      self->send(s.engine, std::move(req));
+      update_slots(self);
+    },
+    [self](engine::engine_token& tok) {
+      auto& s = self->state;
+      auto it = s.streams.find(tok.task_id);
+      if (it == s.streams.end())
+        return;
+      it->second.next_index = tok.index + 1;
+      count_tokens_out(*s.metrics, s.settings.pool.id);
+      self->send(it->second.task, std::move(tok));
+    },
+    [self](engine::engine_done& done) {
+      auto& s = self->state;
+      auto it = s.streams.find(done.task_id);
+      if (it == s.streams.end())
+        return;
+      self->send(it->second.task, std::move(done));
+      s.streams.erase(it);
+      update_slots(self);
+    },
+    [self](const engine::engine_cancel& c) {
+      auto& s = self->state;
+      if (s.engine && s.streams.count(c.task_id))
+        self->send(s.engine, c);
+    },
     [self](caf::get_atom) {
       auto& s = self->state;
       pool_runtime_view v;
@@ -260,6 +324,16 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
 }
 
 } // namespace
+
+engine::engine_done stream_failed(std::uint64_t task_id, std::uint64_t next_index,
+                                  std::string why) {
+  engine::engine_done d;
+  d.task_id = task_id;
+  d.reason = "error";
+  d.next_index = next_index;
+  d.error = std::move(why);
+  return d;
+}
 
 caf::actor spawn_pool(caf::actor_system& sys, pool_settings settings,
                       caf::io::middleman_actor middleman,

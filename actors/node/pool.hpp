@@ -10,6 +10,9 @@
 //   (handoff_atom, handoff_record)         from the handoff watcher
 //   (handoff_removed_atom, pool_id, replica_id)
 //   (caf::get_atom)                        -> pool_runtime_view
+//   engine_generate / engine_cancel        from a task actor (through the node_agent); the engine's
+//                                          engine_token / engine_done are relayed to the task
+#include "engines/engine_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/messages.hpp"
 #include "runtime/restart_policy.hpp"
@@ -56,6 +59,10 @@ typename Inspector::result_type inspect(Inspector& f, pool_runtime_view& x) {
   return f(caf::meta::type_name("pool_runtime_view"), x.status, x.live, x.pid, x.handoff_path,
            x.endpoint);
 }
+
+// The end of a stream that failed on the node side (the task actor fails over from it).
+engine::engine_done stream_failed(std::uint64_t task_id, std::uint64_t next_index,
+                                  std::string why);
 
 // The current node_agent receives (pool_update_atom, pool_status) on every change.
 caf::actor spawn_pool(caf::actor_system& sys, pool_settings settings,

@@ -16,5 +16,6 @@ namespace llorch {
 void export_pool_metrics(metrics::registry& registry, const std::vector<pool_status>& pools);
 
 void count_engine_restart(metrics::registry& registry, const std::string& pool_id);
+void count_tokens_out(metrics::registry& registry, const std::string& pool_id);
 
 } // namespace llorch

@@ -1,0 +1,260 @@
+#include "actors/control/admission_queue.hpp"
+
+#include "actors/control/admission_queue_core.hpp"
+#include "actors/control/node_registry.hpp"
+#include "actors/control/placement_round.hpp"
+#include "actors/control/task.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <map>
+
+namespace llorch {
+namespace {
+
+struct entry {
+  task_spec spec;
+  caf::actor task;
+};
+
+struct admission_state {
+  static inline const char* name = "admission_queue";
+
+  admission_settings settings;
+  std::shared_ptr<metrics::registry> metrics;
+  std::unique_ptr<admission_queue_core> queue;
+  std::map<std::uint64_t, entry> tasks;            // every live task actor
+  std::map<std::string, std::uint64_t> by_name;    // task_id -> engine id
+  std::map<caf::actor_addr, std::uint64_t> by_actor;
+  std::uint64_t next_id = 1;
+  placement_snapshot view;                          // the registry's, as of the last pass
+  bool pass_running = false;
+  bool tick_pending = false;
+};
+
+using admission_actor = caf::stateful_actor<admission_state>;
+
+void set_depth(admission_state& st) {
+  auto& depth = st.metrics->gauge_family("orchd_admission_queue_depth",
+                                         "Tasks waiting for a pool", {"priority"});
+  depth.with({"interactive"}).set(static_cast<double>(st.queue->depth(true)));
+  depth.with({"batch"}).set(static_cast<double>(st.queue->depth(false)));
+}
+
+void count_placement(admission_state& st, const std::string& outcome) {
+  st.metrics->counter_family("orchd_placement_decisions_total", "Placement decisions by outcome",
+                             {"outcome"})
+    .with({outcome})
+    .inc();
+}
+
+void schedule_pass(admission_actor* self) {
+  auto& st = self->state;
+  if (st.tick_pending || st.queue->size() == 0)
+    return;
+  st.tick_pending = true;
+  self->delayed_send(self, st.settings.tick, tick_timer_atom::value);
+}
+
+placement_request request_of(const task_spec& spec) {
+  placement_request r;
+  r.model = spec.model;
+  r.mode = spec.placement_mode;
+  r.pool_id = spec.pin_pool;
+  r.node_id = spec.pin_node;
+  r.avoid_pools = spec.avoid_pools;
+  return r;
+}
+
+// One placement pass over a fresh registry view: expire, then place what fits.
+void run_pass(admission_actor* self, placement_snapshot snap) {
+  auto& st = self->state;
+  st.view = std::move(snap);
+  auto now = wall_clock_ms();
+  for (auto& t : st.queue->expire(now)) {
+    auto it = st.tasks.find(t.task_id);
+    if (it != st.tasks.end())
+      self->send(it->second.task, fail_atom::value, std::string("NO_POOLS_AVAILABLE"),
+                 std::string("no ready pool for model '" + it->second.spec.model
+                             + "' before the task's deadline"));
+  }
+  placement_round round(st.view.nodes);
+  for (;;) {
+    placement_decision decision;
+    auto next = st.queue->pop_placeable([&](const queued_task& q) {
+      auto it = st.tasks.find(q.task_id);
+      if (it == st.tasks.end())
+        return true; // a task actor that is gone: drop its queue entry
+      decision = round.place(request_of(it->second.spec));
+      return decision.placed;
+    });
+    if (!next)
+      break;
+    auto it = st.tasks.find(next->task_id);
+    if (it == st.tasks.end())
+      continue;
+    st.queue->note_dequeued(now);
+    caf::actor agent;
+    for (std::size_t i = 0; i < st.view.nodes.size(); ++i)
+      if (st.view.nodes[i].node_id == decision.node_id)
+        agent = st.view.agents[i];
+    if (!agent) { // registered over HTTP only: no way to reach its pools
+      count_placement(st, "unreachable_node");
+      log::warn("placement_failed", {{"task_id", it->second.spec.task_id},
+                                     {"node_id", decision.node_id},
+                                     {"reason", "node has no cluster connection"}});
+      st.queue->push({next->task_id, next->model, next->interactive, next->enqueued_ms,
+                      next->deadline_ms});
+      break;
+    }
+    count_placement(st, "placed");
+    self->send(it->second.task, generate_atom::value, decision.node_id, decision.pool_id, agent);
+  }
+  set_depth(st);
+}
+
+submit_reply admit(admission_actor* self, task_spec spec) {
+  auto& s = self->state;
+  if (s.by_name.count(spec.task_id))
+    return {409, "TASK_EXISTS", "a task with this task_id exists", 0, spec.task_id, 0, -1};
+  if (!model_known(s.view.nodes, spec.model))
+    return {404, "MODEL_NOT_FOUND", "no pool serves or has served model '" + spec.model + "'", 0,
+            spec.task_id, 0, -1};
+  auto now = wall_clock_ms();
+  if (spec.deadline_ms <= 0)
+    spec.deadline_ms = now + s.settings.default_deadline.count();
+  auto id = s.next_id++;
+  if (s.queue->push({id, spec.model, spec.interactive, now, spec.deadline_ms})
+      != admission_queue_core::admit_result::admitted) {
+    count_placement(s, "queue_full");
+    return {429, "QUEUE_FULL", "the admission queue is full", s.queue->retry_after_ms(now),
+            spec.task_id, 0, -1};
+  }
+  task_settings ts;
+  ts.spec = spec;
+  ts.engine_id = id;
+  ts.admission = caf::actor_cast<caf::actor>(self);
+  ts.queue_position = static_cast<std::int64_t>(s.queue->position(id));
+  auto actor = spawn_task(self->system(), ts, s.metrics);
+  self->monitor(actor);
+  s.tasks[id] = {spec, actor};
+  s.by_name[spec.task_id] = id;
+  s.by_actor[actor.address()] = id;
+  submit_reply r;
+  r.task_id = spec.task_id;
+  r.queue_position = ts.queue_position;
+  r.predicted_start_ms = s.queue->predicted_start_ms(id);
+  set_depth(s);
+  schedule_pass(self);
+  return r;
+}
+
+caf::behavior admission_queue(admission_actor* self, admission_settings settings,
+                              std::shared_ptr<metrics::registry> metrics) {
+  auto& st = self->state;
+  self->system().registry().put(admission_name, caf::actor_cast<caf::strong_actor_ptr>(self));
+  st.settings = settings;
+  st.metrics = std::move(metrics);
+  st.queue = std::make_unique<admission_queue_core>(settings.capacity);
+  set_depth(st);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& s = self->state;
+    auto it = s.by_actor.find(dm.source);
+    if (it == s.by_actor.end())
+      return;
+    auto t = s.tasks.find(it->second);
+    if (t != s.tasks.end()) {
+      s.by_name.erase(t->second.spec.task_id);
+      s.queue->remove(t->first);
+      s.tasks.erase(t);
+    }
+    s.by_actor.erase(it);
+    set_depth(s);
+  });
+  // Keep a registry view for admission decisions (unknown model) even while nothing waits.
+  self->send(self, tick_timer_atom::value);
+  st.tick_pending = true;
+
+  return {
+    [self](submit_atom, task_spec& spec) -> caf::result<submit_reply> {
+      auto& s = self->state;
+      if (model_known(s.view.nodes, spec.model))
+        return admit(self, std::move(spec));
+      // The model may belong to a node that registered since the last pass: look again first.
+      auto registry = current_node_registry(self->system());
+      if (!registry)
+        return admit(self, std::move(spec));
+      auto rp = self->make_response_promise<submit_reply>();
+      self->request(registry, std::chrono::seconds(2), placement_atom::value)
+        .then(
+          [self, rp, spec](placement_snapshot& snap) mutable {
+            self->state.view = std::move(snap);
+            rp.deliver(admit(self, std::move(spec)));
+          },
+          [self, rp, spec](const caf::error&) mutable {
+            rp.deliver(admit(self, std::move(spec)));
+          });
+      return rp;
+    },
+    [self](caf::get_atom, task_atom, const std::string& task_id) {
+      auto& s = self->state;
+      auto it = s.by_name.find(task_id);
+      return it == s.by_name.end() ? caf::actor{} : s.tasks[it->second].task;
+    },
+    [self](requeue_atom, std::uint64_t id) {
+      auto& s = self->state;
+      auto it = s.tasks.find(id);
+      if (it == s.tasks.end())
+        return;
+      auto& spec = it->second.spec;
+      // A fail-over is no new admission: it may exceed the capacity by the tasks in flight.
+      if (s.queue->push({id, spec.model, true, wall_clock_ms(), spec.deadline_ms})
+          != admission_queue_core::admit_result::admitted)
+        self->send(it->second.task, fail_atom::value, std::string("WORKER_RESET"),
+                   std::string("the worker failed and the queue is full"));
+      set_depth(s);
+      schedule_pass(self);
+    },
+    [self](cancel_atom, std::uint64_t id) {
+      self->state.queue->remove(id);
+      set_depth(self->state);
+    },
+    [self](tick_timer_atom) {
+      auto& s = self->state;
+      s.tick_pending = false;
+      if (s.pass_running)
+        return;
+      auto registry = current_node_registry(self->system());
+      if (!registry) {
+        schedule_pass(self);
+        return;
+      }
+      s.pass_running = true;
+      self->request(registry, std::chrono::seconds(2), placement_atom::value)
+        .then(
+          [self](placement_snapshot& snap) {
+            self->state.pass_running = false;
+            run_pass(self, std::move(snap));
+            schedule_pass(self);
+          },
+          [self](const caf::error&) {
+            self->state.pass_running = false;
+            schedule_pass(self);
+          });
+    },
+  };
+}
+
+} // namespace
+
+caf::actor current_admission(caf::actor_system& sys) {
+  return caf::actor_cast<caf::actor>(sys.registry().get(admission_name));
+}
+
+caf::actor spawn_admission_queue(caf::actor_system& sys, admission_settings settings,
+                                 std::shared_ptr<metrics::registry> metrics) {
+  return sys.spawn(admission_queue, settings, std::move(metrics));
+}
+
+} // namespace llorch

@@ -1,0 +1,40 @@
+#pragma once
+// task: one actor per task. Owns the task's state and its event log (started, token with its
+// index, then exactly one terminal event), feeds every SSE subscriber (a late one replays the log
+// from index 0), handles cancel, and when its node or engine fails it asks admission to place it
+// again and resumes from prompt + the tokens already produced, so the client's stream is the one
+// it would have been without the fault.
+//
+// Messages:
+//   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
+//   engine_token, engine_done                   from the pool
+//   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client
+//   (cancel_atom)                 -> bool (false: the task had already ended)
+//   (caf::get_atom)               -> std::string (the task as JSON, CONTRACT GET /v2/tasks/{id})
+//   (fail_atom, code, message)    from admission: it could not be placed before its deadline
+#include "runtime/messages.hpp"
+
+#include <memory>
+
+namespace llorch::net {
+class http_exchange;
+}
+namespace llorch::metrics {
+class registry;
+}
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<llorch::net::http_exchange>)
+
+namespace llorch {
+
+struct task_settings {
+  task_spec spec;
+  std::uint64_t engine_id = 0; // the id engines and admission know the task by
+  caf::actor admission;
+  std::int64_t queue_position = 0;
+};
+
+caf::actor spawn_task(caf::actor_system& sys, task_settings settings,
+                      std::shared_ptr<metrics::registry> metrics);
+
+} // namespace llorch
