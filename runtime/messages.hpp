@@ -220,6 +220,7 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using requeue_atom = caf::atom_constant<caf::atom("requeue")>;
 using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using task_event_atom = caf::atom_constant<caf::atom("taskevent")>;
 using tick_timer_atom = caf::atom_constant<caf::atom("tickt")>;
 
 } // namespace llorch

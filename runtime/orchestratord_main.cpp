@@ -6,6 +6,7 @@
 #include "net/daemon_options.hpp"
 #include "net/http_router.hpp"
 #include "net/http_server.hpp"
+#include "net/openai_api.hpp"
 #include "net/task_api.hpp"
 #include "runtime/config.hpp"
 #include "runtime/daemon.hpp"
@@ -149,6 +150,7 @@ int main(int argc, char** argv) {
   net::http_router router;
   net::add_control_routes(router, sys, metrics, std::chrono::steady_clock::now());
   net::add_task_routes(router, sys);
+  net::add_openai_routes(router, sys);
   auto hopts = net::http_options_from(cfg.http_listen, cfg.http_body_limit, cfg.auth,
                                       "orchestratord");
   hopts.on_auth_failure = [metrics](const net::http_request& req, std::string_view) {

@@ -30,6 +30,7 @@ struct task_state {
   std::vector<sse_event> log;
   std::vector<std::int32_t> token_ids; // for resumption
   std::vector<std::shared_ptr<net::http_exchange>> subscribers;
+  std::vector<caf::actor> listeners;
   std::string node_id, pool_id;
   caf::actor agent;
   bool started = false;
@@ -54,6 +55,8 @@ void emit(task_actor* self, std::string name, std::string data) {
   subs.erase(std::remove_if(subs.begin(), subs.end(),
                             [&](auto& ex) { return !ex->write(frame); }),
              subs.end());
+  for (auto& l : st.listeners)
+    self->send(l, task_event_atom::value, st.log.back().name, st.log.back().data);
 }
 
 metrics::family<metrics::counter>& tasks_total(metrics::registry& r) {
@@ -70,6 +73,7 @@ void finish(task_actor* self, std::string state, std::string name, std::string d
   for (auto& ex : st.subscribers)
     ex->finish();
   st.subscribers.clear();
+  st.listeners.clear();
   tasks_total(*st.metrics).with({st.state}).inc();
   st.metrics
     ->histogram_family("orchd_task_duration_seconds", "From admission to the terminal event", {},
@@ -217,6 +221,13 @@ caf::behavior task(task_actor* self, task_settings settings,
         ex->finish();
       else
         st.subscribers.push_back(std::move(ex));
+    },
+    [self](subscribe_atom, const caf::actor& listener) {
+      auto& st = self->state;
+      for (auto& e : st.log)
+        self->send(listener, task_event_atom::value, e.name, e.data);
+      if (!st.terminal)
+        st.listeners.push_back(listener);
     },
     [self](cancel_atom) {
       auto& st = self->state;

@@ -9,6 +9,8 @@
 //   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
 //   engine_token, engine_done                   from the pool
 //   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client
+//   (subscribe_atom, caf::actor)  an in-process listener: gets (task_event_atom, name, data_json)
+//                                 for every event, the log first
 //   (cancel_atom)                 -> bool (false: the task had already ended)
 //   (caf::get_atom)               -> std::string (the task as JSON, CONTRACT GET /v2/tasks/{id})
 //   (fail_atom, code, message)    from admission: it could not be placed before its deadline
