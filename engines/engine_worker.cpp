@@ -1,5 +1,7 @@
 #include "engines/engine_worker.hpp"
 
+#include <algorithm>
+
 namespace llorch::engine {
 
 engine_worker::engine_worker(std::shared_ptr<const model> m, int threads, int slots, int context,
@@ -21,6 +23,7 @@ engine_worker::~engine_worker() {
 void engine_worker::submit(engine_generate g) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    live_.insert(g.task_id);
     waiting_.push_back(std::move(g));
     queued_.store(static_cast<int>(waiting_.size()));
   }
@@ -35,6 +38,11 @@ void engine_worker::cancel(std::uint64_t task_id) {
   wake_.notify_all();
 }
 
+bool engine_worker::running(std::uint64_t task_id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return live_.count(task_id) != 0;
+}
+
 engine_status engine_worker::status() const {
   engine_status s;
   s.slots_total = decoder_.slots();
@@ -47,12 +55,18 @@ engine_status engine_worker::status() const {
   return s;
 }
 
+void engine_worker::forget(std::uint64_t id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  live_.erase(id);
+}
+
 void engine_worker::finish(std::uint64_t id, const std::string& reason, const std::string& error) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   stream& s = it->second;
   caf::anon_send(s.reply_to, engine_done{id, reason, s.next_index, error, s.text.finish()});
   streams_.erase(it);
+  forget(id);
 }
 
 void engine_worker::loop() {
@@ -83,6 +97,7 @@ void engine_worker::loop() {
         if (it->task_id == id) {
           cancelled_total_.fetch_add(1);
           caf::anon_send(it->reply_to, engine_done{id, "cancelled", it->first_index, {}, {}});
+          forget(id);
           waiting.erase(it);
           break;
         }
@@ -100,12 +115,14 @@ void engine_worker::loop() {
       r.ignore_eos = g.ignore_eos;
       r.first_index = g.first_index;
       if (streams_.count(g.task_id) != 0) {
+        // the running stream keeps its live entry
         caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index, "task is already running", {}});
         continue;
       }
       const int prev = r.prompt.back();
       if (auto st = decoder_.submit(std::move(r)); !st) {
         caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index, st.message(), {}});
+        forget(g.task_id);
         continue;
       }
       stream s;
@@ -157,6 +174,10 @@ caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_
         if (g.reply_to) {
           auto& ids = (*receivers)[g.reply_to.address()];
           if (ids.empty()) self->monitor(g.reply_to);
+          // a long-lived receiver (a pool relaying many tasks) keeps only its running ones
+          if (ids.size() >= 64)
+            ids.erase(std::remove_if(ids.begin(), ids.end(), [&](std::uint64_t id) { return !worker->running(id); }),
+                      ids.end());
           ids.push_back(g.task_id);
         }
         worker->submit(std::move(g));

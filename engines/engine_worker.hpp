@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -28,6 +29,8 @@ public:
   void submit(engine_generate g);
   void cancel(std::uint64_t task_id);
   engine_status status() const;
+  // Whether the task is queued or decoding (not yet ended by engine_done).
+  bool running(std::uint64_t task_id) const;
 
 private:
   struct stream {
@@ -39,6 +42,7 @@ private:
   void loop();
   void start_waiting();
   void finish(std::uint64_t id, const std::string& reason, const std::string& error = {});
+  void forget(std::uint64_t id);
 
   std::shared_ptr<const model> model_;
   tokenizer tokenizer_;
@@ -50,6 +54,7 @@ private:
   std::condition_variable wake_;
   std::deque<engine_generate> waiting_;
   std::vector<std::uint64_t> cancels_;
+  std::set<std::uint64_t> live_; // tasks submitted and not yet done
   bool stop_ = false;
   std::atomic<int> free_slots_;
   std::atomic<int> queued_{0};
