@@ -61,6 +61,22 @@ void add_node_routes(http_router& router, caf::actor_system& sys, std::string no
         caf::get_atom::value, pool_atom::value, id);
   });
 
+  router.add("POST", "/pools/{id}/drain", route_access::token, [=](exchange_ptr ex) {
+    auto id = ex->request().params.at("id");
+    std::int64_t deadline_ms = 0;
+    std::string ignored, error;
+    if (!parse_drain(ex->request().body, deadline_ms, ignored, error))
+      return ex->respond(error_response(400, "INVALID_PARAMS", error));
+    ask(*system, current_node_agent(*system), ex,
+        [ex, id](const registry_reply& r) {
+          if (!r.ok())
+            return ex->respond(error_response(r.status, r.code, r.message));
+          ex->respond(json_response(202, boost::json::serialize(boost::json::object{
+                                           {"pool_id", id}, {"state", "draining"}})));
+        },
+        drain_atom::value, id, deadline_ms);
+  });
+
   router.add("POST", "/pools/{id}/preload", route_access::token, [=](exchange_ptr ex) {
     auto id = ex->request().params.at("id");
     std::string model_id, engine, error;

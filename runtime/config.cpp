@@ -958,7 +958,10 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
   if (const json::value* v = checker::find(root, "restart")) {
     if (const json::object* o = check.object(*v, "$.restart")) {
       check.known_keys(*o, "$.restart",
-                       {"max_restarts", "within_s", "backoff_initial_ms", "backoff_max_ms"});
+                       {"max_restarts", "within_s", "backoff_initial_ms", "backoff_max_ms",
+                        "wedged_after_ms"});
+      check.read_int(*o, "wedged_after_ms", "$.restart", 100, 3600000,
+                     c.restart.wedged_after_ms);
       check.read_int(*o, "max_restarts", "$.restart", 0, 1000, c.restart.max_restarts);
       check.read_int(*o, "within_s", "$.restart", 1, 86400, c.restart.within_s);
       check.read_int(*o, "backoff_initial_ms", "$.restart", 1, 3600000,

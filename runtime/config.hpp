@@ -54,6 +54,7 @@ struct restart_settings {
   int within_s = 60;
   int backoff_initial_ms = 200;
   int backoff_max_ms = 30000;
+  int wedged_after_ms = 60000; // an engine with a busy slot and no token for this long is killed
 };
 
 struct auth_settings {

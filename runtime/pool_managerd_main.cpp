@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
     ps.handoff_dir = cfg.handoff_dir;
     ps.engine_binary = engine_binary;
     ps.restart = limits;
+    ps.wedged_after = std::chrono::milliseconds(cfg.restart.wedged_after_ms);
     pool_children.push_back({p.id, [ps, metrics](caf::local_actor* sup) {
                                auto& s = sup->home_system();
                                return spawn_pool(s, ps, net::cluster_middleman(s, false), metrics);

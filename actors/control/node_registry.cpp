@@ -280,6 +280,10 @@ caf::behavior node_registry(registry_actor* self, node_registry_settings setting
       if (r.ok()) {
         log::info("node_draining", {{"node_id", node_id}, {"deadline_ms", deadline_ms}});
         refresh_gauges(s, node_id);
+        // The node's pools let running tasks finish (or hand them back at the deadline).
+        if (auto it = s.agent_of.find(node_id); it != s.agent_of.end())
+          for (auto& p : s.table->find(node_id).node.pools)
+            caf::anon_send(it->second, drain_atom::value, p.pool_id, deadline_ms);
       }
       return r;
     },
@@ -290,6 +294,11 @@ caf::behavior node_registry(registry_actor* self, node_registry_settings setting
         return *r;
       auto r = s.table->drain_pool(pool_id, node_id, deadline_ms);
       if (r.ok()) {
+        for (auto& [id, agent] : s.agent_of)
+          if (node_id.empty() || id == node_id)
+            for (auto& p : s.table->find(id).node.pools)
+              if (p.pool_id == pool_id)
+                caf::anon_send(agent, drain_atom::value, pool_id, deadline_ms);
         log::info("pool_draining",
                   {{"pool_id", pool_id}, {"node_id", node_id}, {"deadline_ms", deadline_ms}});
         for (auto& n : s.table->list())

@@ -239,6 +239,19 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
                                                  "no pool '" + pool_id + "' on this node"));
         });
     },
+    [self](drain_atom, const std::string& pool_id, std::int64_t deadline_ms) {
+      auto rp = self->make_response_promise<registry_reply>();
+      with_pool(
+        self, pool_id,
+        [rp, deadline_ms](const caf::actor& p) mutable {
+          rp.delegate(p, drain_atom::value, deadline_ms);
+        },
+        [rp, pool_id]() mutable {
+          rp.deliver(registry_reply::make(404, "POOL_NOT_FOUND",
+                                          "no pool '" + pool_id + "' on this node"));
+        });
+      return rp;
+    },
     [self](cancel_atom, const std::string& pool_id, const engine::engine_cancel& c) {
       with_pool(
         self, pool_id, [self, c](const caf::actor& p) { self->send(p, c); }, [] {});

@@ -11,6 +11,7 @@
 //   (caf::get_atom) -> (bool registered, std::vector<pool_status> pools)
 //   (caf::get_atom, pool_atom, pool_id) -> pool_runtime_view (status.pool_id empty: no such pool)
 //   (preload_atom, pool_id, model_id, engine) -> registry_reply
+//   (drain_atom, pool_id, deadline_ms)        -> registry_reply
 //   (pool_update_atom, pool_status)                  from a pool
 //   (generate_atom, pool_id, engine_generate), (cancel_atom, pool_id, engine_cancel) from tasks
 //   (handoff_atom, handoff_record), (handoff_removed_atom, pool_id, replica_id) from the watcher

@@ -14,6 +14,8 @@ namespace {
 
 using ready_timer_atom = caf::atom_constant<caf::atom("readyt")>;
 using restart_timer_atom = caf::atom_constant<caf::atom("restartt")>;
+using wedge_timer_atom = caf::atom_constant<caf::atom("wedget")>;
+using drain_timer_atom = caf::atom_constant<caf::atom("draint")>;
 
 struct pool_state {
   static inline const char* name = "pool";
@@ -35,8 +37,11 @@ struct pool_state {
   struct relay {
     caf::actor task;
     std::uint64_t next_index = 0;
+    std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
   };
   std::map<std::uint64_t, relay> streams;
+  bool wedge_timer = false;
+  std::uint64_t drain_generation = 0; // 0: not draining
 
   ~pool_state() {
     if (process)
@@ -112,6 +117,33 @@ void fail_streams(pool_actor* self, const std::string& why) {
   for (auto& [task_id, r] : st.streams)
     self->send(r.task, stream_failed(task_id, r.next_index, why));
   st.streams.clear();
+}
+
+// Draining is over when no stream is left (or at the deadline): stop the engine, unload.
+void finish_drain(pool_actor* self) {
+  auto& st = self->state;
+  if (!st.drain_generation)
+    return;
+  fail_streams(self, "pool " + st.settings.pool.id + " drained");
+  st.drain_generation = 0;
+  st.status.draining = false;
+  st.model.reset();
+  log::info("pool_drained", {{"pool_id", st.settings.pool.id}});
+  ++st.generation; // no restart of the engine we stop now
+  if (st.process) {
+    st.replacing = true; // its exit starts nothing: there is no model any more
+    st.process->terminate();
+  }
+  set_state(self, "unloaded");
+}
+
+void watch_for_wedge(pool_actor* self) {
+  auto& st = self->state;
+  if (st.wedge_timer || st.streams.empty())
+    return;
+  st.wedge_timer = true;
+  self->delayed_send(self, std::max(std::chrono::milliseconds(50), st.settings.wedged_after / 4),
+                     wedge_timer_atom::value);
 }
 
 void update_slots(pool_actor* self) {
@@ -277,7 +309,7 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
     },
     [self](engine::engine_generate& req) {
       auto& s = self->state;
-      if (!s.engine || !s.status.ready) {
+      if (!s.engine || !s.status.ready || s.drain_generation) {
         self->send(req.reply_to, stream_failed(req.task_id, req.first_index,
                                                "pool " + s.settings.pool.id + " is not ready"));
         return;
@@ -286,6 +318,7 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       req.reply_to = caf::actor_cast<caf::actor>(self);
       self->send(s.engine, std::move(req));
       update_slots(self);
+      watch_for_wedge(self);
     },
     [self](engine::engine_token& tok) {
       auto& s = self->state;
@@ -293,6 +326,7 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       if (it == s.streams.end())
         return;
       it->second.next_index = tok.index + 1;
+      it->second.last_progress = std::chrono::steady_clock::now();
       count_tokens_out(*s.metrics, s.settings.pool.id);
       self->send(it->second.task, std::move(tok));
     },
@@ -304,6 +338,45 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       self->send(it->second.task, std::move(done));
       s.streams.erase(it);
       update_slots(self);
+      if (s.drain_generation && s.streams.empty())
+        finish_drain(self);
+    },
+    [self](wedge_timer_atom) {
+      auto& s = self->state;
+      s.wedge_timer = false;
+      auto now = std::chrono::steady_clock::now();
+      for (auto& [task_id, r] : s.streams)
+        if (now - r.last_progress > s.settings.wedged_after && s.process) {
+          log::error("engine_wedged", {{"pool_id", s.settings.pool.id},
+                                       {"pid", s.process->pid()},
+                                       {"task", task_id},
+                                       {"idle_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                     now - r.last_progress).count()}});
+          s.process->kill_now(); // its exit fails the streams over and restarts it
+          return;
+        }
+      watch_for_wedge(self);
+    },
+    [self](drain_atom, std::int64_t deadline_ms) {
+      auto& s = self->state;
+      if (!s.drain_generation) {
+        s.drain_generation = s.generation + 1;
+        s.status.draining = true;
+        log::info("pool_draining", {{"pool_id", s.settings.pool.id},
+                                    {"deadline_ms", deadline_ms},
+                                    {"streams", s.streams.size()}});
+        set_state(self, "draining");
+        if (s.streams.empty())
+          finish_drain(self);
+        else
+          self->delayed_send(self, std::chrono::milliseconds(deadline_ms), drain_timer_atom::value,
+                             s.drain_generation);
+      }
+      return registry_reply::make(202, "", "draining");
+    },
+    [self](drain_timer_atom, std::uint64_t gen) {
+      if (gen == self->state.drain_generation)
+        finish_drain(self);
     },
     [self](const engine::engine_cancel& c) {
       auto& s = self->state;

@@ -9,6 +9,9 @@
 //                                            400 ENGINE_NOT_AVAILABLE, 409 POOL_DRAINING)
 //   (handoff_atom, handoff_record)         from the handoff watcher
 //   (handoff_removed_atom, pool_id, replica_id)
+//   (drain_atom, deadline_ms)              -> registry_reply 202: no new streams; the running ones
+//                                            finish or, at the deadline, fail over elsewhere; then
+//                                            the engine stops and the pool is unloaded
 //   (caf::get_atom)                        -> pool_runtime_view
 //   engine_generate / engine_cancel        from a task actor (through the node_agent); the engine's
 //                                          engine_token / engine_done are relayed to the task
@@ -42,6 +45,7 @@ struct pool_settings {
   int engine_threads = 0;                   // 0: the engine's default
   restart_limits restart;
   std::chrono::milliseconds ready_timeout{120000}; // loading for longer is a failed start
+  std::chrono::milliseconds wedged_after{60000};   // a busy slot without a token this long
   std::string replica_id = "r0";
 };
 

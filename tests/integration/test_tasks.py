@@ -213,3 +213,72 @@ def test_kill_9_node_mid_stream_resumes_on_the_other_node(cluster, models):
     assert text_of(evs).lstrip(" ") == fault_free(cluster, models, 200).lstrip(" ")
     view = http("GET", cluster.orch.url + "/v2/tasks/migrant", token=cluster.token)[2]
     assert view["node_id"] != killed["node"] and view["failovers"] >= 1
+
+
+def test_pool_drain_hands_running_tasks_back_at_the_deadline(cluster, models):
+    start(cluster, models, nodes=2)
+    status, _, body = submit(cluster, max_tokens=200, task_id="drained", placement={
+        "mode": "prefer", "pool_id": "pool-1"})
+    drained = {}
+
+    def on_event(ev):
+        if ev[0] == "token" and ev[1]["i"] == 10 and not drained:
+            drained["status"] = http("POST", cluster.daemons[1].url + "/pools/pool-1/drain",
+                                     token=cluster.token, body='{"deadline_ms": 1}')
+    evs = events(cluster, "drained", on_event, timeout=60)
+    assert drained["status"][0] == 202 and drained["status"][2]["state"] == "draining"
+    check_order(evs, 200)
+    assert text_of(evs).lstrip(" ") == fault_free(cluster, models, 200).lstrip(" ")
+    view = http("GET", cluster.orch.url + "/v2/tasks/drained", token=cluster.token)[2]
+    assert view["pool_id"] == "pool-2"
+    # Drained: the engine stopped and the pool is unloaded; a preload brings it back.
+    node1 = cluster.daemons[1]
+    assert wait_until(lambda: http("GET", node1.url + "/pools/pool-1/status")[2]["state"] == "unloaded", 5)
+    assert http("POST", node1.url + "/pools/pool-1/preload", token=cluster.token,
+                body='{"model_id":"s15m"}')[0] == 202
+    assert wait_until(lambda: http("GET", node1.url + "/pools/pool-1/status")[2]["ready"], 10)
+
+
+def test_node_drain_lets_running_tasks_finish_and_places_new_ones_elsewhere(cluster, models):
+    start(cluster, models, nodes=2)
+    status, _, body = submit(cluster, max_tokens=120, task_id="finisher",
+                             placement={"mode": "pin", "node_id": "gpu-node-1"})
+    seen = {}
+
+    def on_event(ev):
+        if ev[0] == "token" and ev[1]["i"] == 3 and not seen:
+            seen["drain"] = http("POST", cluster.orch.url + "/v2/nodes/gpu-node-1/drain",
+                                 token=cluster.token, body='{"deadline_ms": 60000}')[0]
+            status, _, b = submit(cluster, max_tokens=3, task_id="newcomer")
+            seen["newcomer"] = status
+    evs = events(cluster, "finisher", on_event, timeout=60)
+    assert seen["drain"] == 202 and seen["newcomer"] == 202
+    check_order(evs, 120)
+    assert evs[-1][1]["finish_reason"] == "length"
+    view = http("GET", cluster.orch.url + "/v2/tasks/finisher", token=cluster.token)[2]
+    assert view["node_id"] == "gpu-node-1" and view["failovers"] == 0
+    newcomer = events(cluster, "newcomer")
+    assert newcomer[0][1]["node_id"] == "gpu-node-2"
+    assert cluster.node("gpu-node-1")["status"] == "draining"
+
+
+def test_wedged_engine_is_killed_and_its_task_resumes(cluster, models):
+    cluster.start_orchestratord()
+    node = cluster.start_node("gpu-node-1", pools=[{"id": "pool-1", "devices": [], "slots": 2,
+                                                     "model": "s15m"}],
+                              models=[{"id": "s15m", "path": models["s15m"]}],
+                              restart={"max_restarts": 5, "within_s": 60, "backoff_initial_ms": 50,
+                                       "backoff_max_ms": 200, "wedged_after_ms": 500})
+    assert wait_until(lambda: len(ready_pools(cluster)) == 1, 15) is not None
+    status, _, body = submit(cluster, max_tokens=200, task_id="frozen")
+    frozen = {}
+
+    def on_event(ev):
+        if ev[0] == "token" and ev[1]["i"] == 10 and not frozen:
+            frozen["pid"] = http("GET", node.url + "/pools/pool-1/status")[2]["pid"]
+            os.kill(frozen["pid"], signal.SIGSTOP)
+    evs = events(cluster, "frozen", on_event, timeout=60)
+    check_order(evs, 200)
+    assert text_of(evs).lstrip(" ") == fault_free(cluster, models, 200).lstrip(" ")
+    assert "engine_wedged" in node.read_log()
+    assert http("GET", node.url + "/pools/pool-1/status")[2]["pid"] != frozen["pid"]
