@@ -237,6 +237,7 @@ void reject(watcher_actor* self, const std::string& name, const std::string& rea
   auto& st = self->state;
   const std::string path = st.settings.handoff_dir + "/" + name;
   gone(self, name); // a valid file replaced by a bad one: its replica's record is gone
+  count(st, pool_label(st, name), "invalid"); // before the file visibly moves
   std::string move_error;
   std::string moved_to = quarantine(st, name, move_error);
   if (moved_to.empty()) {
@@ -247,7 +248,6 @@ void reject(watcher_actor* self, const std::string& name, const std::string& rea
   } else {
     log::warn("handoff_rejected", {{"path", path}, {"reason", reason}, {"moved_to", moved_to}});
   }
-  count(st, pool_label(st, name), "invalid");
 }
 
 std::string known_list(const watcher_state& st) {
@@ -307,11 +307,13 @@ void examine(watcher_actor* self, const std::string& name, std::int64_t seen_ns)
   entry = tracked_file{opened, true, rec.pool_id, rec.replica_id};
   const std::string pool_id = rec.pool_id;
   const std::string replica_id = rec.replica_id;
-  self->send(st.sink, handoff_atom::value, std::move(rec));
+  // Metrics first: whoever acts on the record (a test, a scrape it triggers) already sees them.
+  // The send that follows is one mailbox enqueue.
   const double seconds = static_cast<double>(steady_ns() - seen_ns) / 1e9;
   if (st.duration)
     st.duration->observe(seconds < 0 ? 0 : seconds);
   count(st, pool_id, "valid");
+  self->send(st.sink, handoff_atom::value, std::move(rec));
   log::info("handoff_processed", {{"pool_id", pool_id},
                                   {"replica_id", replica_id},
                                   {"path", path},

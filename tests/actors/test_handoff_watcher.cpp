@@ -242,6 +242,20 @@ TEST_CASE("handoff_watcher: a missing directory is created and a new file arrive
   CHECK(list_dir(dir + "/rejected").empty());
 }
 
+TEST_CASE("handoff_watcher: files present before the start are found by the first scan") {
+  fixture f;
+  const std::string dir = f.root + "/handoff";
+  REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
+  write_atomic(dir, "pool-0-0.json", handoff_text("pool-0", "0"));
+  write_plain(dir + "/pool-0-1.json", "{");
+  // No inotify event will come for these, and the next rescan is a minute away.
+  f.start(dir, 60s);
+  REQUIRE(f.rec->wait([&] { return f.rec->records.size() == 1; }, 2000ms));
+  CHECK(f.rec->records[0].replica_id == "0");
+  CHECK(exists(dir + "/rejected/pool-0-1.json"));
+  CHECK(processed(*f.registry, "pool-0", "invalid") == 1);
+}
+
 TEST_CASE("handoff_watcher: files present at start, unchanged files, rewrites and deletions") {
   fixture f;
   const std::string dir = f.root + "/handoff";
@@ -254,10 +268,7 @@ TEST_CASE("handoff_watcher: files present at start, unchanged files, rewrites an
   write_plain(dir + "/notes.txt", "hello");
 
   f.start(dir, 50ms);
-  {
-    std::lock_guard<std::mutex> l(f.rec->m);
-    REQUIRE(f.rec->records.size() == 2); // the first scan ran before start() returned
-  }
+  REQUIRE(f.rec->wait([&] { return f.rec->records.size() == 2; }, 2000ms));
   std::this_thread::sleep_for(500ms); // about ten rescans
   CHECK(f.rec->record_count() == 2);
   CHECK(processed(*f.registry, "pool-0", "valid") == 2);
