@@ -106,6 +106,16 @@ void engine_worker::loop() {
     while (!waiting.empty() && decoder_.free_slots() > 0) {
       engine_generate g = std::move(waiting.front());
       waiting.pop_front();
+      if (g.prompt.size() > static_cast<std::size_t>(decoder_.context()) * tokenizer_.max_piece_bytes()) {
+        // cannot fit whatever the merges do: refuse before spending time encoding it
+        caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index,
+                                               "prompt of " + std::to_string(g.prompt.size()) +
+                                                   " bytes is longer than the context of " +
+                                                   std::to_string(decoder_.context()) + " tokens",
+                                               {}});
+        forget(g.task_id);
+        continue;
+      }
       decode_request r;
       r.id = g.task_id;
       r.prompt = tokenizer_.encode(g.prompt, true);

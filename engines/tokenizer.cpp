@@ -2,6 +2,8 @@
 
 #include "engines/utf8.hpp"
 
+#include <algorithm>
+
 namespace llorch::engine {
 
 tokenizer::tokenizer(const vocabulary& v) : vocab_(v) {
@@ -10,6 +12,7 @@ tokenizer::tokenizer(const vocabulary& v) : vocab_(v) {
   for (std::size_t i = 0; i < v.pieces.size(); ++i) {
     if (v.kinds[i] == token_kind::control || v.kinds[i] == token_kind::unknown) continue;
     index_.emplace(v.pieces[i], static_cast<int>(i));
+    max_piece_bytes_ = std::max(max_piece_bytes_, v.pieces[i].size());
     std::uint8_t b;
     if (v.kinds[i] == token_kind::byte && parse_byte_piece(v.pieces[i], b))
       byte_ids_[b] = static_cast<int>(i);
@@ -41,26 +44,53 @@ std::vector<int> tokenizer::encode(std::string_view text, bool add_bos) const {
     }
     i += n;
   }
-  // greedy merges by score
-  std::string buf;
-  while (true) {
-    float best_score = -1e10f;
-    int best_id = -1;
-    std::size_t best_at = 0;
-    for (std::size_t k = 0; k + 1 < ids.size(); ++k) {
-      buf = vocab_.pieces[static_cast<std::size_t>(ids[k])];
-      buf += vocab_.pieces[static_cast<std::size_t>(ids[k + 1])];
-      const int id = lookup(buf);
-      if (id >= 0 && vocab_.scores[static_cast<std::size_t>(id)] > best_score) {
-        best_score = vocab_.scores[static_cast<std::size_t>(id)];
-        best_id = id;
-        best_at = k;
-      }
-    }
-    if (best_id < 0) break;
-    ids[best_at] = best_id;
-    ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  // Greedy merges by score, best first, leftmost among equal scores. A heap of candidate pairs
+  // over a linked list gives run.c's choices in O(n log n) instead of a rescan per merge.
+  const std::size_t n = ids.size();
+  if (n < 2) return ids;
+  std::vector<int> tok(ids.begin(), ids.end());
+  std::vector<std::ptrdiff_t> prev(n), next(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    prev[k] = static_cast<std::ptrdiff_t>(k) - 1;
+    next[k] = k + 1 < n ? static_cast<std::ptrdiff_t>(k + 1) : -1;
   }
+  struct candidate {
+    float score;
+    std::size_t left, right;
+    int left_tok, right_tok, merged;
+  };
+  const auto worse = [](const candidate& a, const candidate& b) {
+    return a.score < b.score || (a.score == b.score && a.left > b.left);
+  };
+  std::vector<candidate> heap;
+  std::string buf;
+  const auto consider = [&](std::size_t l, std::size_t r) {
+    buf = vocab_.pieces[static_cast<std::size_t>(tok[l])];
+    buf += vocab_.pieces[static_cast<std::size_t>(tok[r])];
+    const int id = lookup(buf);
+    if (id < 0) return;
+    heap.push_back({vocab_.scores[static_cast<std::size_t>(id)], l, r, tok[l], tok[r], id});
+    std::push_heap(heap.begin(), heap.end(), worse);
+  };
+  for (std::size_t k = 0; k + 1 < n; ++k) consider(k, k + 1);
+  std::vector<bool> gone(n, false);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), worse);
+    const candidate c = heap.back();
+    heap.pop_back();
+    // stale when either side was merged away or changed since the pair was seen
+    if (gone[c.left] || gone[c.right] || next[c.left] != static_cast<std::ptrdiff_t>(c.right) ||
+        tok[c.left] != c.left_tok || tok[c.right] != c.right_tok)
+      continue;
+    tok[c.left] = c.merged;
+    gone[c.right] = true;
+    next[c.left] = next[c.right];
+    if (next[c.right] >= 0) prev[static_cast<std::size_t>(next[c.right])] = static_cast<std::ptrdiff_t>(c.left);
+    if (prev[c.left] >= 0) consider(static_cast<std::size_t>(prev[c.left]), c.left);
+    if (next[c.left] >= 0) consider(c.left, static_cast<std::size_t>(next[c.left]));
+  }
+  ids.clear();
+  for (std::ptrdiff_t k = 0; k >= 0; k = next[static_cast<std::size_t>(k)]) ids.push_back(tok[static_cast<std::size_t>(k)]);
   return ids;
 }
 

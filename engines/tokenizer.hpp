@@ -26,6 +26,8 @@ public:
   int bos() const { return vocab_.bos; }
   int eos() const { return vocab_.eos; }
   int size() const { return static_cast<int>(vocab_.pieces.size()); }
+  // The longest piece: text of more than n * max_piece_bytes() bytes encodes to more than n tokens.
+  std::size_t max_piece_bytes() const { return max_piece_bytes_; }
 
 private:
   int lookup(std::string_view piece) const;
@@ -33,6 +35,7 @@ private:
   const vocabulary& vocab_;
   std::unordered_map<std::string_view, int> index_;
   int byte_ids_[256];
+  std::size_t max_piece_bytes_ = 1;
 };
 
 } // namespace llorch::engine

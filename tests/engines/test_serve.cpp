@@ -127,6 +127,16 @@ TEST_CASE("the engine actor streams the single-stream tokens, one message per in
         CHECK(s.model_id == "tiny");
       },
                [&](const caf::error& e) { FAIL(sys.render(e)); });
+  // a prompt that cannot fit the context is an error, not a stream
+  self->send(engine, request(9, std::string(200000, 'a'), 5, caf::actor_cast<caf::actor>(self)));
+  const auto too_long = collect(self, 9);
+  CHECK(too_long.ids.empty());
+  CHECK(too_long.done.reason == "error");
+  CHECK(too_long.done.error.find("longer than the context") != std::string::npos);
+  self->send(engine, request(10, std::string(300, 'q'), 5, caf::actor_cast<caf::actor>(self)));
+  const auto over = collect(self, 10);
+  CHECK(over.done.reason == "error");
+  CHECK(over.done.error.find("more than the context") != std::string::npos);
   self->send_exit(engine, caf::exit_reason::user_shutdown);
 }
 

@@ -137,3 +137,62 @@ TEST_CASE("sampling frequencies follow softmax(logits / T) with top-k and top-p 
   // probabilities at T=1: 2:.563 0:.207 4:.126 1:.076 3:.028 -> top-p 0.8 keeps {2, 0, 4}
   CHECK(close(freq({1.0f, 0, 0.8f, 4}), softmax(1.0f, {2, 0, 4})));
 }
+
+namespace {
+
+// run.c's merge loop, written out plainly: rescan every adjacent pair, merge the first best.
+std::vector<int> reference_merge(const vocabulary& v, std::vector<int> ids) {
+  std::map<std::string, int> index;
+  for (std::size_t i = 0; i < v.pieces.size(); ++i)
+    if (v.kinds[i] == token_kind::normal || v.kinds[i] == token_kind::byte) index.emplace(v.pieces[i], static_cast<int>(i));
+  while (true) {
+    float best = -1e10f;
+    int best_id = -1;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i + 1 < ids.size(); ++i) {
+      auto it = index.find(v.pieces[static_cast<std::size_t>(ids[i])] + v.pieces[static_cast<std::size_t>(ids[i + 1])]);
+      if (it != index.end() && v.scores[static_cast<std::size_t>(it->second)] > best) {
+        best = v.scores[static_cast<std::size_t>(it->second)];
+        best_id = it->second;
+        at = i;
+      }
+    }
+    if (best_id < 0) return ids;
+    ids[at] = best_id;
+    ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+  }
+}
+
+} // namespace
+
+TEST_CASE("heap-based merging makes exactly run.c's choices") {
+  for (int size : {512, 32000}) {
+    const vocabulary v = make_test_vocabulary(size);
+    const tokenizer t(v);
+    const std::string alphabet = "etaoinshrdlu cmwfgypbvkjxqz  ,.!\xC3\xA9\xE2\x98\x83";
+    std::uint64_t state = 12345;
+    for (int k = 0; k < 300; ++k) {
+      std::string text;
+      const int len = 1 + static_cast<int>(uniform_draw(state, static_cast<std::uint64_t>(k)) * 60);
+      for (int i = 0; i < len; ++i)
+        text += alphabet[static_cast<std::size_t>(uniform_draw(state + 1, static_cast<std::uint64_t>(k * 100 + i)) * static_cast<double>(alphabet.size()))];
+      // the unmerged sequence: BOS, prefix space, code points or bytes
+      std::map<std::string, int> piece_id;
+      for (std::size_t i = 3; i < v.pieces.size(); ++i) piece_id.emplace(v.pieces[i], static_cast<int>(i));
+      std::vector<int> raw{1, piece_id.at(" ")};
+      for (std::size_t i = 0; i < text.size();) {
+        std::size_t n = 1;
+        while (i + n < text.size() && n < 4 && (static_cast<unsigned char>(text[i + n]) & 0xC0) == 0x80) ++n;
+        auto it = piece_id.find(text.substr(i, n));
+        if (it != piece_id.end()) {
+          raw.push_back(it->second);
+        } else {
+          for (std::size_t b = i; b < i + n; ++b) raw.push_back(static_cast<unsigned char>(text[b]) + 3);
+        }
+        i += n;
+      }
+      INFO("\"" << text << "\"");
+      CHECK(t.encode(text, true) == reference_merge(v, raw));
+    }
+  }
+}
