@@ -168,13 +168,20 @@ status run_serve(const serve_options& o) {
   std::fprintf(stderr, "llorch-engine: ready endpoint=%s handoff=%s slots=%d ctx=%d\n", h.endpoint.c_str(),
                path.c_str(), o.slots, context);
 
-  int sig = 0;
-  while (sigwait(&signals, &sig) != 0) {
+  // Wait for SIGTERM/SIGINT; also stop when the parent (the pool-managerd that started us) is
+  // gone, so a killed node daemon does not leave orphaned replicas holding memory.
+  const pid_t parent = ::getppid();
+  std::string why;
+  while (why.empty()) {
+    const timespec tick{0, 250 * 1000 * 1000};
+    const int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig > 0) why = "signal " + std::to_string(sig);
+    else if (parent != 1 && ::getppid() != parent) why = "parent process " + std::to_string(parent) + " exited";
   }
   ::unlink(path.c_str());
   caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   worker.reset();
-  std::fprintf(stderr, "llorch-engine: stopped on signal %d, handoff file removed\n", sig);
+  std::fprintf(stderr, "llorch-engine: stopped (%s), handoff file removed\n", why.c_str());
   return done{};
 }
 

@@ -45,6 +45,16 @@ rc=0; wait $pid || rc=$?
 [ $rc -eq 0 ] || { echo "serve exited $rc on SIGTERM"; exit 1; }
 [ ! -e "$hand/pool-t-2.json" ] || { echo "handoff file left behind"; exit 1; }
 [ -z "$(ls "$hand")" ] || { echo "temp files left in $hand"; exit 1; }
+# a replica whose parent dies stops by itself and removes its handoff file
+sh -c "\"$bin\" serve --model \"$dir/tiny/model.bin\" --handoff-dir \"$hand\" --pool-id orphan --slots 1 --threads 1 2>/dev/null & echo \$! > \"$dir/orphan.pid\"; exec sleep 30" &
+parent=$!
+i=0
+while [ ! -f "$hand/orphan-0.json" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+[ -f "$hand/orphan-0.json" ] || { echo "no handoff file for the orphan test"; kill $parent; exit 1; }
+kill -KILL $parent
+i=0
+while [ -e "$hand/orphan-0.json" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+[ ! -e "$hand/orphan-0.json" ] || { echo "orphaned replica kept running"; kill "$(cat "$dir/orphan.pid")"; exit 1; }
 if "$bin" serve --model "$dir/none.bin" --handoff-dir "$hand" --pool-id p 2>"$dir/err"; then echo "serve without model"; exit 1; fi
 [ "$(wc -l < "$dir/err")" -eq 1 ]
 echo "cli ok: $n golden prompts, serve"
