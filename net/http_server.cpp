@@ -253,6 +253,9 @@ connection::connection(tcp::socket socket, std::shared_ptr<server_state> state, 
   auto ep = socket_.remote_endpoint(ec);
   if (!ec)
     peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+  // SSE writes are small and must leave at once: Nagle's algorithm with the client's delayed
+  // ACK held each token back ~40 ms.
+  socket_.set_option(tcp::no_delay(true), ec);
 }
 
 void connection::start() {

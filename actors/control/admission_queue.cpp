@@ -30,6 +30,7 @@ struct admission_state {
   std::uint64_t next_id = 1;
   placement_snapshot view;                          // the registry's, as of the last pass
   bool pass_running = false;
+  bool rerun = false; // work arrived during a pass: run another right after it
   bool tick_pending = false;
 };
 
@@ -49,12 +50,22 @@ void count_placement(admission_state& st, const std::string& outcome) {
     .inc();
 }
 
+// Tasks still waiting after a pass are looked at again a tick later.
 void schedule_pass(admission_actor* self) {
   auto& st = self->state;
   if (st.tick_pending || st.queue->size() == 0)
     return;
   st.tick_pending = true;
   self->delayed_send(self, st.settings.tick, tick_timer_atom::value);
+}
+
+// A new task is placed at once when nothing is in the way: no tick of delay on the hot path.
+void trigger_pass(admission_actor* self) {
+  auto& st = self->state;
+  if (st.tick_pending)
+    return;
+  st.tick_pending = true;
+  self->send(self, tick_timer_atom::value);
 }
 
 placement_request request_of(const task_spec& spec) {
@@ -146,7 +157,7 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   r.queue_position = ts.queue_position;
   r.predicted_start_ms = s.queue->predicted_start_ms(id);
   set_depth(s);
-  schedule_pass(self);
+  trigger_pass(self);
   return r;
 }
 
@@ -223,8 +234,10 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
     [self](tick_timer_atom) {
       auto& s = self->state;
       s.tick_pending = false;
-      if (s.pass_running)
+      if (s.pass_running) {
+        s.rerun = true;
         return;
+      }
       auto registry = current_node_registry(self->system());
       if (!registry) {
         schedule_pass(self);
@@ -234,9 +247,13 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       self->request(registry, std::chrono::seconds(2), placement_atom::value)
         .then(
           [self](placement_snapshot& snap) {
-            self->state.pass_running = false;
+            auto& cur = self->state;
+            cur.pass_running = false;
             run_pass(self, std::move(snap));
-            schedule_pass(self);
+            if (std::exchange(cur.rerun, false))
+              trigger_pass(self);
+            else
+              schedule_pass(self);
           },
           [self](const caf::error&) {
             self->state.pass_running = false;

@@ -1,0 +1,223 @@
+// llorch-bench-tasks: the task path's benchmark driver. Measures, against a running cluster,
+//   direct   the engine process itself (CAF, like the pool does): time to first token, tokens/s
+//   orch     the same requests through orchestratord (POST /v2/tasks + SSE over plain sockets)
+//   load     tasks/s with max_tokens 1 from C concurrent clients through admission and placement
+// and prints one line of key=value per mode for scenarios/bench_tasks.sh.
+#include "engines/engine_protocol.hpp"
+#include "net/cluster_transport.hpp"
+
+#include <caf/io/all.hpp>
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace llorch;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+double ms(clk::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+double pct(std::vector<double> v, double q) {
+  if (v.empty())
+    return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))];
+}
+
+int dial(const std::string& host, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+bool send_all(int fd, const std::string& s) {
+  std::size_t off = 0;
+  while (off < s.size()) {
+    auto n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0)
+      return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Reads until `needle` has arrived; returns false if the connection ends first.
+bool read_until(int fd, std::string& buf, const std::string& needle) {
+  char tmp[8192];
+  while (buf.find(needle) == std::string::npos) {
+    auto n = ::recv(fd, tmp, sizeof(tmp), 0);
+    if (n <= 0)
+      return false;
+    buf.append(tmp, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+struct sse_result {
+  double ttft_ms = 0;
+  double total_ms = 0;
+  int tokens = 0;
+  bool ok = false;
+};
+
+// POST /v2/tasks, then GET its events until the terminal event, on one keep-alive connection.
+sse_result orch_task(const std::string& host, int port, const std::string& token,
+                     const std::string& body) {
+  sse_result r;
+  int fd = dial(host, port);
+  if (fd < 0)
+    return r;
+  auto auth = "Authorization: Bearer " + token + "\r\n";
+  auto t0 = clk::now();
+  send_all(fd, "POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth
+                 + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  std::string buf;
+  if (!read_until(fd, buf, "}")) {
+    close(fd);
+    return r;
+  }
+  auto id_at = buf.find("\"task_id\":\"");
+  if (id_at == std::string::npos) {
+    close(fd);
+    return r;
+  }
+  auto id = buf.substr(id_at + 11, buf.find('"', id_at + 11) - id_at - 11);
+  buf.clear();
+  send_all(fd, "GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n");
+  if (!read_until(fd, buf, "event: token")) {
+    close(fd);
+    return r;
+  }
+  r.ttft_ms = ms(clk::now() - t0);
+  bool ended = read_until(fd, buf, "event: end") || buf.find("event: error") != std::string::npos;
+  r.total_ms = ms(clk::now() - t0);
+  std::size_t at = 0;
+  while ((at = buf.find("event: token", at)) != std::string::npos) {
+    ++r.tokens;
+    at += 12;
+  }
+  r.ok = ended && buf.find("event: end") != std::string::npos;
+  close(fd);
+  return r;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 6) {
+    std::fprintf(stderr,
+                 "usage: llorch-bench-tasks direct ENGINE_HOST ENGINE_PORT N MAX_TOKENS\n"
+                 "       llorch-bench-tasks orch HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL\n"
+                 "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n");
+    return 2;
+  }
+  std::string mode = argv[1], host = argv[2];
+  int port = std::atoi(argv[3]);
+  int n = std::atoi(argv[4]);
+  int max_tokens = std::atoi(argv[5]);
+  std::string prompt = "Once upon a time";
+
+  if (mode == "direct") {
+    caf::actor_system_config cfg;
+    net::cluster_options opts;
+    net::configure_cluster(cfg, opts);
+    caf::actor_system sys{cfg};
+    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
+    if (!engine) {
+      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
+      return 1;
+    }
+    std::vector<double> ttft, tps;
+    caf::scoped_actor self{sys};
+    for (int i = 0; i < n; ++i) {
+      engine::engine_generate req;
+      req.task_id = static_cast<std::uint64_t>(i + 1);
+      req.prompt = prompt;
+      req.max_tokens = max_tokens;
+      req.seed = 1;
+      req.reply_to = caf::actor_cast<caf::actor>(self);
+      auto t0 = clk::now();
+      self->send(*engine, req);
+      clk::time_point first;
+      int tokens = 0;
+      bool done = false;
+      while (!done)
+        self->receive(
+          [&](const engine::engine_token&) {
+            if (tokens++ == 0)
+              first = clk::now();
+          },
+          [&](const engine::engine_done&) { done = true; });
+      ttft.push_back(ms(first - t0));
+      tps.push_back(tokens / std::chrono::duration<double>(clk::now() - t0).count());
+    }
+    std::printf("mode=direct ttft_p50_ms=%.3f ttft_p99_ms=%.3f tok_s=%.1f\n", pct(ttft, 0.5),
+                pct(ttft, 0.99), pct(tps, 0.5));
+    return 0;
+  }
+  if (argc < 8)
+    return 2;
+  std::string token = argv[6], model = argv[7];
+  auto body = [&](int max) {
+    return "{\"model\":\"" + model + "\",\"prompt\":\"" + prompt
+           + "\",\"max_tokens\":" + std::to_string(max) + ",\"seed\":1}";
+  };
+  if (mode == "orch") {
+    std::vector<double> ttft, tps;
+    for (int i = 0; i < n; ++i) {
+      auto r = orch_task(host, port, token, body(max_tokens));
+      if (!r.ok)
+        continue;
+      ttft.push_back(r.ttft_ms);
+      tps.push_back(r.tokens / (r.total_ms / 1000.0));
+    }
+    std::printf("mode=orch ok=%zu ttft_p50_ms=%.3f ttft_p99_ms=%.3f tok_s=%.1f\n", ttft.size(),
+                pct(ttft, 0.5), pct(ttft, 0.99), pct(tps, 0.5));
+    return 0;
+  }
+  if (mode == "load") {
+    int seconds = n, clients = max_tokens;
+    std::atomic<long> done{0}, failed{0};
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    auto t0 = clk::now();
+    for (int c = 0; c < clients; ++c)
+      threads.emplace_back([&] {
+        while (!stop)
+          (orch_task(host, port, token, body(1)).ok ? done : failed)++;
+      });
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    stop = true;
+    for (auto& t : threads)
+      t.join();
+    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+    std::printf("mode=load clients=%d tasks=%ld failed=%ld tasks_s=%.1f\n", clients, done.load(),
+                failed.load(), static_cast<double>(done.load()) / secs);
+    return 0;
+  }
+  std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
+  return 2;
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Task path benchmark (issue 4): one orchestratord, one pool-managerd whose pool serves the `tiny`
+# test model. Measures time to first token and tokens/s straight to the engine process and through
+# orchestratord (same requests), and sustained tasks/s (max_tokens 1) with 64 concurrent clients.
+# Usage: scenarios/bench_tasks.sh [REQUESTS=200] [MAX_TOKENS=64] [LOAD_SECONDS=10] [CLIENTS=64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=${1:-200}
+max_tokens=${2:-64}
+seconds=${3:-10}
+clients=${4:-64}
+bin=${LLORCH_BIN:-build/bin}
+[ -x $bin/orchestratord ] && [ -x $bin/llorch-bench-tasks ] || bash scripts/build.sh
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+token=bench-token
+$bin/llorch-engine make-test-model --shape tiny --format gguf --out "$work/tiny.gguf" >/dev/null
+
+cat >"$work/orch.json" <<JSON
+{ "http": { "listen": "127.0.0.1:0" }, "cluster": { "listen": "127.0.0.1:0" },
+  "admission": { "capacity": 1000 }, "log": { "level": "info" } }
+JSON
+wait_listening() { for _ in $(seq 200); do grep -q ' listening ' "$1" && return; sleep 0.05; done; exit 1; }
+LLORCH_API_TOKEN=$token $bin/orchestratord --config "$work/orch.json" 2>"$work/orch.log" &
+pids+=($!)
+wait_listening "$work/orch.log"
+http=$(grep -o 'http=[^ ]*' "$work/orch.log" | head -1 | cut -d= -f2)
+cport=$(grep -o 'cluster=[^ ]*' "$work/orch.log" | head -1 | sed 's/.*://')
+cat >"$work/node.json" <<JSON
+{ "node_id": "bench-node", "http": { "listen": "127.0.0.1:0" },
+  "orchestrator": { "cluster": "127.0.0.1:$cport" }, "handoff_dir": "$work/engines",
+  "models": [ { "id": "tiny", "path": "$work/tiny.gguf" } ],
+  "pools": [ { "id": "pool-1", "devices": [], "slots": 8, "model": "tiny" } ], "log": { "level": "info" } }
+JSON
+LLORCH_API_TOKEN=$token $bin/pool-managerd --config "$work/node.json" 2>"$work/node.log" &
+pids+=($!)
+wait_listening "$work/node.log"
+node_http=$(grep -o 'http=[^ ]*' "$work/node.log" | head -1 | cut -d= -f2)
+for _ in $(seq 200); do
+  [ "$(curl -s "http://$http/v2/nodes" | jq '[.nodes[].pools[] | select(.ready)] | length')" = 1 ] && break
+  sleep 0.05
+done
+endpoint=$(curl -s "http://$node_http/pools/pool-1/status" | jq -r .endpoint)
+
+direct=$($bin/llorch-bench-tasks direct "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens")
+orch=$($bin/llorch-bench-tasks orch "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny)
+load=$($bin/llorch-bench-tasks load "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
+get() { echo "$1" | grep -o "$2=[^ ]*" | cut -d= -f2; }
+d50=$(get "$direct" ttft_p50_ms); d99=$(get "$direct" ttft_p99_ms); dtok=$(get "$direct" tok_s)
+o50=$(get "$orch" ttft_p50_ms); o99=$(get "$orch" ttft_p99_ms); otok=$(get "$orch" tok_s)
+printf '\ntask path benchmark, tiny model, %s requests x %s tokens (%s cores)\n' "$requests" "$max_tokens" "$(nproc)"
+printf '%-44s %12s %12s %12s\n' "" "engine" "via orchd" "goal"
+printf '%-44s %12s %12s %12s\n' "time to first token p50 (ms)" "$d50" "$o50" "+< 1"
+printf '%-44s %12s %12s %12s\n' "time to first token p99 (ms)" "$d99" "$o99" "+< 3"
+printf '%-44s %12s %12s\n' "added time to first token p50 / p99 (ms)" "" \
+  "$(echo "$o50 - $d50" | bc) / $(echo "$o99 - $d99" | bc)"
+printf '%-44s %12s %12s %12s\n' "tokens/s per stream (p50)" "$dtok" "$otok" ">= 95 %"
+printf '%-44s %12s %12s\n' "share of the engine's tokens/s" "" "$(echo "scale=1; 100 * $otok / $dtok" | bc) %"
+printf '%-44s %12s %12s %12s\n' "tasks/s, max_tokens 1, $clients clients" "" "$(get "$load" tasks_s)" ">= 5000"
+printf '%-44s %12s %12s\n' "failed tasks during the load" "" "$(get "$load" failed)"
