@@ -138,7 +138,10 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   auto id = s.next_id++;
   if (s.queue->push({id, spec.model, spec.interactive, now, spec.deadline_ms})
       != admission_queue_core::admit_result::admitted) {
-    count_placement(s, "queue_full");
+    s.metrics->counter_family("orchd_admission_rejections_total",
+                              "Task submissions refused by admission", {"code"})
+      .with({"QUEUE_FULL"})
+      .inc();
     return {429, "QUEUE_FULL", "the admission queue is full", s.queue->retry_after_ms(now),
             spec.task_id, 0, -1};
   }

@@ -1,7 +1,10 @@
 #pragma once
 // Test models generated on first use into this test binary's own folder.
 #include <string>
+#include <cstdio>
+#include <stdexcept>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engines/test_model.hpp"
 
@@ -26,14 +29,23 @@ inline std::string test_model(const std::string& shape, const std::string& forma
   ::mkdir(dir.c_str(), 0755);
   const std::string path = dir + (format == "gguf" ? "/model.gguf" : "/model.bin");
   if (!exists(path)) {
+    // Test binaries run in parallel (ctest -j): build in a directory of this process's own and
+    // rename into place, so that no test ever reads a model another is still writing.
+    const std::string tmp = dir + ".tmp" + std::to_string(::getpid());
+    ::mkdir(tmp.c_str(), 0755);
+    const std::string tmp_path = tmp + (format == "gguf" ? "/model.gguf" : "/model.bin");
     test_model_spec s;
     s.shape = shape;
     s.format = format;
     s.quant = quant;
     s.seed = seed;
-    s.out = path;
+    s.out = tmp_path;
     auto st = write_test_model(s);
     if (!st) throw std::runtime_error(st.message());
+    if (format != "gguf")
+      std::rename((tmp + "/tokenizer.bin").c_str(), (dir + "/tokenizer.bin").c_str());
+    std::rename(tmp_path.c_str(), path.c_str()); // last: its existence means all is in place
+    ::rmdir(tmp.c_str());
   }
   return path;
 }
