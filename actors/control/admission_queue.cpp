@@ -30,6 +30,14 @@ struct admission_state {
   std::uint64_t next_id = 1;
   placement_snapshot view;                          // the registry's, as of the last pass
   bool pass_running = false;
+
+  // Task actors outlive their end for late readers; when admission goes (shutdown, restart)
+  // they go with it, or the actor system would wait for their retention to run out.
+  ~admission_state() {
+    for (auto& [id, e] : tasks)
+      caf::anon_send_exit(e.task, caf::exit_reason::user_shutdown);
+  }
+
   bool rerun = false; // work arrived during a pass: run another right after it
   bool tick_pending = false;
 };

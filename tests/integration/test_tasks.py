@@ -282,3 +282,14 @@ def test_wedged_engine_is_killed_and_its_task_resumes(cluster, models):
     assert text_of(evs).lstrip(" ") == fault_free(cluster, models, 200).lstrip(" ")
     assert "engine_wedged" in node.read_log()
     assert http("GET", node.url + "/pools/pool-1/status")[2]["pid"] != frozen["pid"]
+
+
+def test_daemons_stop_promptly_on_sigterm_after_serving_tasks(cluster, models):
+    start(cluster, models)
+    status, _, body = submit(cluster, max_tokens=5)
+    assert events(cluster, body["task_id"])[-1][0] == "end"
+    # Ended tasks are kept for late readers; shutdown must not wait for that retention.
+    t0 = time.monotonic()
+    assert cluster.orch.stop(signal.SIGTERM, timeout=5) == 0
+    assert cluster.daemons[1].stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - t0 < 10
