@@ -15,6 +15,18 @@
 
 namespace llorch::net {
 
+namespace {
+// 202 {"pool_id", "state"} for a pool request the pool took, else its error.
+auto accepted(std::shared_ptr<http_exchange> ex, std::string pool_id, const char* state) {
+  return [ex, pool_id, state](const registry_reply& r) {
+    if (!r.ok())
+      return ex->respond(error_response(r.status, r.code, r.message));
+    ex->respond(json_response(202, boost::json::serialize(boost::json::object{
+                                     {"pool_id", pool_id}, {"state", state}})));
+  };
+}
+} // namespace
+
 void add_node_routes(http_router& router, caf::actor_system& sys, std::string node_id,
                      std::shared_ptr<metrics::registry> metrics) {
   using exchange_ptr = std::shared_ptr<http_exchange>;
@@ -68,12 +80,7 @@ void add_node_routes(http_router& router, caf::actor_system& sys, std::string no
     if (!parse_drain(ex->request().body, deadline_ms, ignored, error))
       return ex->respond(error_response(400, "INVALID_PARAMS", error));
     ask(*system, current_node_agent(*system), ex,
-        [ex, id](const registry_reply& r) {
-          if (!r.ok())
-            return ex->respond(error_response(r.status, r.code, r.message));
-          ex->respond(json_response(202, boost::json::serialize(boost::json::object{
-                                           {"pool_id", id}, {"state", "draining"}})));
-        },
+        accepted(ex, id, "draining"),
         drain_atom::value, id, deadline_ms);
   });
 
@@ -83,12 +90,7 @@ void add_node_routes(http_router& router, caf::actor_system& sys, std::string no
     if (!parse_preload(ex->request().body, model_id, engine, error))
       return ex->respond(error_response(400, "INVALID_PARAMS", error));
     ask(*system, current_node_agent(*system), ex,
-        [ex, id](const registry_reply& r) {
-          if (!r.ok())
-            return ex->respond(error_response(r.status, r.code, r.message));
-          ex->respond(json_response(202, boost::json::serialize(boost::json::object{
-                                           {"pool_id", id}, {"state", "loading"}})));
-        },
+        accepted(ex, id, "loading"),
         preload_atom::value, id, model_id, engine);
   });
 }

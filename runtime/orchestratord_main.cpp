@@ -48,16 +48,9 @@ int main(int argc, char** argv) {
     loaded.config = config::orchestratord_config{};
   else
     loaded = config::load_orchestratord_config(args.config_path);
-  if (!loaded.ok())
-    return report_config_errors(loaded.errors);
+  if (auto rc = settle_config(loaded, args))
+    return *rc;
   auto cfg = std::move(*loaded.config);
-  if (auto errors = config::apply_env(cfg, [](const char* n) { return std::getenv(n); });
-      !errors.empty())
-    return report_config_errors(errors);
-  if (args.check_config) {
-    std::printf("%s: ok\n", args.config_path.empty() ? "(defaults)" : args.config_path.c_str());
-    return 0;
-  }
   for (auto* ep : {&cfg.http_listen, &cfg.cluster.listen_or_connect})
     if (!ep->is_loopback() && cfg.auth.token.empty()) {
       std::fprintf(stderr,

@@ -74,16 +74,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto loaded = config::load_pool_managerd_config(args.config_path);
-  if (!loaded.ok())
-    return report_config_errors(loaded.errors);
+  if (auto rc = settle_config(loaded, args))
+    return *rc;
   auto cfg = std::move(*loaded.config);
-  if (auto errors = config::apply_env(cfg, [](const char* n) { return std::getenv(n); });
-      !errors.empty())
-    return report_config_errors(errors);
-  if (args.check_config) {
-    std::printf("%s: ok\n", args.config_path.c_str());
-    return 0;
-  }
   if (!cfg.http_listen.is_loopback() && cfg.auth.token.empty()) {
     std::fprintf(stderr,
                  "pool-managerd: refusing to listen on %s without a token: set LLORCH_API_TOKEN "
