@@ -23,8 +23,12 @@ double uniform_draw(std::uint64_t seed, std::uint64_t index) {
 
 int argmax(const float* logits, int n) {
   int best = 0;
+  float top = logits[0]; // in a register: no reload of logits[best] per element
   for (int i = 1; i < n; ++i)
-    if (logits[i] > logits[best]) best = i; // strict: the lowest id wins a tie
+    if (logits[i] > top) { // strict: the lowest id wins a tie
+      top = logits[i];
+      best = i;
+    }
   return best;
 }
 
