@@ -19,8 +19,9 @@ cpu_transformer::cpu_transformer(std::shared_ptr<const model> m, int threads)
 
 namespace {
 
-// Multiply-adds below which a section runs on the calling thread alone.
-constexpr std::int64_t serial_work_limit = 1 << 16;
+// Multiply-adds below which a section runs on the calling thread alone. Attention's are slower
+// (strided keys and values, exp), so it splits sooner.
+constexpr std::int64_t serial_work_limit = 1 << 16, serial_attention_limit = 1 << 14;
 
 void rmsnorm(float* o, const float* x, const float* w, int n, float eps) {
   float ss = 0.0f;
@@ -127,20 +128,15 @@ void cpu_transformer::attention(const std::vector<batch_row>& rows, int layer) {
       const batch_row& row = rows[ri];
       const float* q = q_.data() + ri * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h * hs);
       const int kv_off = (h / kv_mul) * hs;
-      for (int p = 0; p <= row.pos; ++p) {
-        const float* k = row.cache->key(layer, p) + kv_off;
-        // the positions of one head are too far apart for the hardware prefetcher
-        if (p + 8 <= row.pos)
-          for (int i = 0; i < hs; i += 16) __builtin_prefetch(k + 8 * kv_stride + i);
-        att[p] = dot_f32(q, k, hs) / scale;
-      }
+      dot_f32_rows(row.cache->key(layer, 0) + kv_off, static_cast<std::size_t>(kv_stride), row.pos + 1, q, hs, att);
+      for (int p = 0; p <= row.pos; ++p) att[p] /= scale;
       softmax(att, row.pos + 1);
       float* out = xb_.data() + ri * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h * hs);
       weighted_sum(att, row.cache->value(layer, 0) + kv_off, static_cast<std::size_t>(kv_stride), row.pos + 1, hs,
                    out);
     }
   };
-  if (work < serial_work_limit) body(0, tasks, 0);
+  if (work < serial_attention_limit) body(0, tasks, 0);
   else pool_.parallel_for(tasks, 1, body);
 }
 

@@ -143,6 +143,35 @@ LLORCH_AVX2 inline float tree8(__m256 s8) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
+// out[s * out_stride + r] = tree8(acc[r][s]). Eight sums go through one transposed tree: the
+// same additions of the same operands as tree8, a third of the instructions.
+template <int R, int S>
+LLORCH_AVX2 inline void store_sums(const __m256 (&acc)[R][S], float* out, std::int64_t out_stride) {
+  if constexpr (R * S == 8) {
+    const __m256* a = &acc[0][0];
+    __m256 s4[4]; // [lo + hi of a[2i] | lo + hi of a[2i+1]]
+    for (int i = 0; i < 4; ++i)
+      s4[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x20),
+                            _mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x31));
+    __m256 t[2]; // (s4[0] + s4[2], s4[1] + s4[3]) of each
+    for (int i = 0; i < 2; ++i)
+      t[i] = _mm256_add_ps(_mm256_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm256_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // sums of a[0], a[2], a[4], a[6], a[1], a[3], a[5], a[7]
+    alignas(32) float sums[8];
+    _mm256_store_ps(sums, _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                        _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1))));
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) {
+        const int i = r * S + s;
+        out[s * out_stride + r] = sums[i / 2 + (i % 2) * 4];
+      }
+  } else {
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) out[s * out_stride + r] = tree8(acc[r][s]);
+  }
+}
+
 template <tensor_type T>
 LLORCH_AVX2 inline __m256 load8(const std::uint8_t* w, int j) {
   if constexpr (T == tensor_type::f16)
@@ -163,96 +192,96 @@ LLORCH_AVX2 inline void fma_step(__m256 (&acc)[R][S], const std::uint8_t* w, std
   }
 }
 
-// out[s * out_stride + r] = dot(row r at w, x + s * n), rows row_bytes apart.
+// out[s * out_stride + r] = dot(row r at w, x + s * n) for r < R * groups, rows row_bytes apart.
 template <tensor_type T, int R, int S, bool P>
-LLORCH_AVX2 void dot_float_avx2(const std::uint8_t* w, std::size_t row_bytes, const float* x, int n,
+LLORCH_AVX2 void dot_float_avx2(const std::uint8_t* w, std::size_t row_bytes, int groups, const float* x, int n,
                                 float* out, std::int64_t out_stride) {
   constexpr int elem = T == tensor_type::f16 ? 2 : 4;
-  __m256 acc[R][S];
-  for (int r = 0; r < R; ++r)
-    for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
-  int j = 0;
-  for (; j + 16 <= n; j += 16) {
-    if (P) // the same offset in the next block: keeps a steady stream of lines in flight
-      for (int r = 0; r < R; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(w + (r + block_rows) * row_bytes + j * elem), _MM_HINT_T0);
-    fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
-    fma_step<T, R, S>(acc, w, row_bytes, x, n, j + 8);
-  }
-  for (; j + 8 <= n; j += 8) fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
-  if (j < n) { // the tail, zero-padded to 8 (fma(0, 0, a) == a)
-    alignas(32) float wt[R][8] = {}, xt[S][8] = {};
-    for (int k = 0; j + k < n; ++k) {
-      for (int r = 0; r < R; ++r) wt[r][k] = load_weight(T, w + r * row_bytes, j + k);
-      for (int s = 0; s < S; ++s) xt[s][k] = x[s * n + j + k];
-    }
+  for (int g = 0; g < groups; ++g, w += R * row_bytes, out += R) {
+    __m256 acc[R][S];
     for (int r = 0; r < R; ++r)
-      for (int s = 0; s < S; ++s) acc[r][s] = _mm256_fmadd_ps(_mm256_load_ps(wt[r]), _mm256_load_ps(xt[s]), acc[r][s]);
+      for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+      if (P) // the same offset in the next block: keeps a steady stream of lines in flight
+        for (int r = 0; r < R; ++r)
+          _mm_prefetch(reinterpret_cast<const char*>(w + (r + block_rows) * row_bytes + j * elem), _MM_HINT_T0);
+      fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
+      fma_step<T, R, S>(acc, w, row_bytes, x, n, j + 8);
+    }
+    for (; j + 8 <= n; j += 8) fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
+    if (j < n) { // the tail, zero-padded to 8 (fma(0, 0, a) == a)
+      alignas(32) float wt[R][8] = {}, xt[S][8] = {};
+      for (int k = 0; j + k < n; ++k) {
+        for (int r = 0; r < R; ++r) wt[r][k] = load_weight(T, w + r * row_bytes, j + k);
+        for (int s = 0; s < S; ++s) xt[s][k] = x[s * n + j + k];
+      }
+      for (int r = 0; r < R; ++r)
+        for (int s = 0; s < S; ++s) acc[r][s] = _mm256_fmadd_ps(_mm256_load_ps(wt[r]), _mm256_load_ps(xt[s]), acc[r][s]);
+    }
+    store_sums<R, S>(acc, out, out_stride);
   }
-  for (int r = 0; r < R; ++r)
-    for (int s = 0; s < S; ++s) out[s * out_stride + r] = tree8(acc[r][s]);
 }
 
 template <int R, int S, bool P>
-LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* w, std::size_t row_bytes, const std::int8_t* qx,
+LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* w, std::size_t row_bytes, int groups, const std::int8_t* qx,
                              const float* qd, int n, float* out, std::int64_t out_stride) {
   const int nb = n / q8_block_size;
-  __m256 acc[R][S];
-  for (int r = 0; r < R; ++r)
-    for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
-  for (int b = 0; b < nb; ++b) {
-    __m256i xq[S];
-    for (int s = 0; s < S; ++s)
-      xq[s] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + s * n + b * q8_block_size));
-    for (int r = 0; r < R; ++r) {
-      const std::uint8_t* blk = w + r * row_bytes + b * q8_block_bytes;
-      if (P) _mm_prefetch(reinterpret_cast<const char*>(blk + block_rows * row_bytes), _MM_HINT_T0);
-      std::uint16_t dh;
-      std::memcpy(&dh, blk, 2);
-      const float dw = _cvtsh_ss(dh); // F16C conversion: exact, so the same value as f16_to_f32
-      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-      const __m256i aw = _mm256_sign_epi8(wq, wq);
-      for (int s = 0; s < S; ++s) {
-        // |w| * (x with w's sign): unsigned x signed byte products, pairs summed in 16 bits
-        // (at most 2 * 128 * 127, no saturation), then groups of four in 32 bits
-        const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq[s], wq));
-        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-        acc[r][s] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * qd[s * nb + b]), acc[r][s]);
+  for (int g = 0; g < groups; ++g, w += R * row_bytes, out += R) {
+    __m256 acc[R][S];
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      __m256i xq[S];
+      for (int s = 0; s < S; ++s)
+        xq[s] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + s * n + b * q8_block_size));
+      for (int r = 0; r < R; ++r) {
+        const std::uint8_t* blk = w + r * row_bytes + b * q8_block_bytes;
+        if (P) _mm_prefetch(reinterpret_cast<const char*>(blk + block_rows * row_bytes), _MM_HINT_T0);
+        std::uint16_t dh;
+        std::memcpy(&dh, blk, 2);
+        const float dw = _cvtsh_ss(dh); // F16C conversion: exact, so the same value as f16_to_f32
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        const __m256i aw = _mm256_sign_epi8(wq, wq);
+        for (int s = 0; s < S; ++s) {
+          // |w| * (x with w's sign): unsigned x signed byte products, pairs summed in 16 bits
+          // (at most 2 * 128 * 127, no saturation), then groups of four in 32 bits
+          const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq[s], wq));
+          const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+          acc[r][s] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * qd[s * nb + b]), acc[r][s]);
+        }
       }
     }
+    store_sums<R, S>(acc, out, out_stride);
   }
-  for (int r = 0; r < R; ++r)
-    for (int s = 0; s < S; ++s) out[s * out_stride + r] = tree8(acc[r][s]);
 }
 
-// R rows from row0 for S sequences from in's sequence s0; o: row0's value for sequence s0.
+// R * groups rows from row0 for S sequences from in's sequence s0; o: row0's value for s0.
 template <int R, int S, bool P>
-void group_avx2(const tensor& t, std::int64_t row0, const batch_input& in, int s0, float* o,
-                std::int64_t out_stride) {
+void rows_avx2(const tensor& t, std::int64_t row0, int groups, const batch_input& in, int s0, float* o,
+               std::int64_t out_stride) {
   const int n = static_cast<int>(t.cols);
   const auto off = static_cast<std::size_t>(s0) * static_cast<std::size_t>(n);
   const std::uint8_t* w = t.row(row0);
+  const std::size_t rb = t.row_size();
   switch (t.type) {
-  case tensor_type::f32: dot_float_avx2<tensor_type::f32, R, S, P>(w, t.row_size(), in.x + off, n, o, out_stride); return;
-  case tensor_type::f16: dot_float_avx2<tensor_type::f16, R, S, P>(w, t.row_size(), in.x + off, n, o, out_stride); return;
+  case tensor_type::f32: dot_float_avx2<tensor_type::f32, R, S, P>(w, rb, groups, in.x + off, n, o, out_stride); return;
+  case tensor_type::f16: dot_float_avx2<tensor_type::f16, R, S, P>(w, rb, groups, in.x + off, n, o, out_stride); return;
   case tensor_type::q8_0:
-    dot_q8_avx2<R, S, P>(w, t.row_size(), in.qx + off, in.qd + off / q8_block_size, n, o, out_stride);
+    dot_q8_avx2<R, S, P>(w, rb, groups, in.qx + off, in.qd + off / q8_block_size, n, o, out_stride);
     return;
   }
 }
 
 // One block of `count` rows (a full block, or fewer at the end of the range) for S sequences:
-// fewer rows per call the more sequences share it, so that R * S accumulators stay in registers.
+// fewer rows at a time the more sequences share them, so that R * S accumulators stay in registers.
 template <int S, bool P>
 void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, float* o,
                 std::int64_t out_stride) {
   constexpr int R = S == 1 ? 8 : S == 2 ? 4 : 2;
-  if (count == block_rows) {
-    for (int r = 0; r < block_rows; r += R) group_avx2<R, S, P>(t, row0 + r, in, s0, o + r, out_stride);
-    return;
-  }
-  for (int r = 0; r < count; ++r) group_avx2<1, S, P>(t, row0 + r, in, s0, o + r, out_stride);
+  if (count == block_rows) rows_avx2<R, S, P>(t, row0, block_rows / R, in, s0, o, out_stride);
+  else rows_avx2<1, S, P>(t, row0, count, in, s0, o, out_stride);
 }
 
 template <bool P>
@@ -311,12 +340,17 @@ void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch
   }
 }
 
-float dot_f32(const float* a, const float* b, int n) {
+void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b, int n, float* out) {
   const auto* w = reinterpret_cast<const std::uint8_t*>(a);
-  if (!g_avx2) return dot_float_portable(tensor_type::f32, w, b, n);
-  float out;
-  dot_float_avx2<tensor_type::f32, 1, 1, false>(w, 0, b, n, &out, 0);
-  return out;
+  const std::size_t row_bytes = stride * sizeof(float);
+  if (!g_avx2) {
+    for (int p = 0; p < count; ++p) out[p] = dot_float_portable(tensor_type::f32, w + p * row_bytes, b, n);
+    return;
+  }
+  // positions are too far apart for the hardware prefetcher: each group asks for the next
+  const int groups = count / block_rows, p = groups * block_rows;
+  dot_float_avx2<tensor_type::f32, block_rows, 1, true>(w, row_bytes, groups, b, n, out, 0);
+  dot_float_avx2<tensor_type::f32, 1, 1, false>(w + p * row_bytes, row_bytes, count - p, b, n, out + p, 0);
 }
 
 void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out) {

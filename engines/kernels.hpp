@@ -40,8 +40,9 @@ struct batch_input {
 void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch_input& in, float* out,
               std::int64_t out_stride);
 
-// dot(a, b) over n floats with the f32 row arithmetic above (attention scores).
-float dot_f32(const float* a, const float* b, int n);
+// out[p] = dot(a + p * stride, b) over n floats for p < count, with the f32 row arithmetic
+// above (attention scores: a holds the keys of consecutive positions).
+void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b, int n, float* out);
 
 // out[i] = sum over p < count of w[p] * v[p * stride + i] for i < n, one fused multiply-add per
 // p in p order (attention's weighted values); the same on both paths.
