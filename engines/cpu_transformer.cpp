@@ -128,12 +128,16 @@ void cpu_transformer::attention(const std::vector<batch_row>& rows, int layer) {
       const batch_row& row = rows[ri];
       const float* q = q_.data() + ri * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h * hs);
       const int kv_off = (h / kv_mul) * hs;
-      dot_f32_rows(row.cache->key(layer, 0) + kv_off, static_cast<std::size_t>(kv_stride), row.pos + 1, q, hs, att);
+      const float* keys = row.cache->key(layer, 0) + kv_off;
+      const float* values = row.cache->value(layer, 0) + kv_off;
+      const auto stride = static_cast<std::size_t>(kv_stride);
+      prefetch_rows(keys, stride, row.pos + 1, hs);
+      prefetch_rows(values, stride, row.pos + 1, hs);
+      dot_f32_rows(keys, stride, row.pos + 1, q, hs, att);
       for (int p = 0; p <= row.pos; ++p) att[p] /= scale;
       softmax(att, row.pos + 1);
       float* out = xb_.data() + ri * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h * hs);
-      weighted_sum(att, row.cache->value(layer, 0) + kv_off, static_cast<std::size_t>(kv_stride), row.pos + 1, hs,
-                   out);
+      weighted_sum(att, values, stride, row.pos + 1, hs, out);
     }
   };
   if (work < serial_attention_limit) body(0, tasks, 0);

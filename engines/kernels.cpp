@@ -185,7 +185,12 @@ template <tensor_type T, int R, int S>
 LLORCH_AVX2 inline void fma_step(__m256 (&acc)[R][S], const std::uint8_t* w, std::size_t row_bytes,
                                  const float* x, int n, int j) {
   __m256 xs[S];
-  for (int s = 0; s < S; ++s) xs[s] = _mm256_loadu_ps(x + s * n + j);
+  for (int s = 0; s < S; ++s) {
+    xs[s] = _mm256_loadu_ps(x + s * n + j);
+    // keep it in a register: the compiler would fold the load into each of the R FMAs, and
+    // the extra loads cost a third of the multi-sequence throughput
+    asm("" : "+x"(xs[s]));
+  }
   for (int r = 0; r < R; ++r) {
     const __m256 wv = load8<T>(w + r * row_bytes, j);
     for (int s = 0; s < S; ++s) acc[r][s] = _mm256_fmadd_ps(wv, xs[s], acc[r][s]);
@@ -193,7 +198,8 @@ LLORCH_AVX2 inline void fma_step(__m256 (&acc)[R][S], const std::uint8_t* w, std
 }
 
 // out[s * out_stride + r] = dot(row r at w, x + s * n) for r < R * groups, rows row_bytes apart.
-template <tensor_type T, int R, int S, bool P>
+// P: rows ahead to prefetch at the same offsets (0: none).
+template <tensor_type T, int R, int S, int P>
 LLORCH_AVX2 void dot_float_avx2(const std::uint8_t* w, std::size_t row_bytes, int groups, const float* x, int n,
                                 float* out, std::int64_t out_stride) {
   constexpr int elem = T == tensor_type::f16 ? 2 : 4;
@@ -203,9 +209,9 @@ LLORCH_AVX2 void dot_float_avx2(const std::uint8_t* w, std::size_t row_bytes, in
       for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16) {
-      if (P) // the same offset in the next block: keeps a steady stream of lines in flight
+      if (P > 0) // the same offset P rows on: keeps a steady stream of lines in flight
         for (int r = 0; r < R; ++r)
-          _mm_prefetch(reinterpret_cast<const char*>(w + (r + block_rows) * row_bytes + j * elem), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(w + (r + P) * row_bytes + j * elem), _MM_HINT_T0);
       fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
       fma_step<T, R, S>(acc, w, row_bytes, x, n, j + 8);
     }
@@ -234,8 +240,10 @@ LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* w, std::size_t row_bytes, int g
       for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
     for (int b = 0; b < nb; ++b) {
       __m256i xq[S];
-      for (int s = 0; s < S; ++s)
+      for (int s = 0; s < S; ++s) {
         xq[s] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + s * n + b * q8_block_size));
+        asm("" : "+x"(xq[s])); // in a register, as in fma_step
+      }
       for (int r = 0; r < R; ++r) {
         const std::uint8_t* blk = w + r * row_bytes + b * q8_block_bytes;
         if (P) _mm_prefetch(reinterpret_cast<const char*>(blk + block_rows * row_bytes), _MM_HINT_T0);
@@ -266,8 +274,12 @@ void rows_avx2(const tensor& t, std::int64_t row0, int groups, const batch_input
   const std::uint8_t* w = t.row(row0);
   const std::size_t rb = t.row_size();
   switch (t.type) {
-  case tensor_type::f32: dot_float_avx2<tensor_type::f32, R, S, P>(w, rb, groups, in.x + off, n, o, out_stride); return;
-  case tensor_type::f16: dot_float_avx2<tensor_type::f16, R, S, P>(w, rb, groups, in.x + off, n, o, out_stride); return;
+  case tensor_type::f32:
+    dot_float_avx2<tensor_type::f32, R, S, P ? block_rows : 0>(w, rb, groups, in.x + off, n, o, out_stride);
+    return;
+  case tensor_type::f16:
+    dot_float_avx2<tensor_type::f16, R, S, P ? block_rows : 0>(w, rb, groups, in.x + off, n, o, out_stride);
+    return;
   case tensor_type::q8_0:
     dot_q8_avx2<R, S, P>(w, rb, groups, in.qx + off, in.qd + off / q8_block_size, n, o, out_stride);
     return;
@@ -295,6 +307,10 @@ void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input
   }
 }
 
+// Positions ahead that attention prefetches: a position's slice of a head is a few lines, and the
+// next one is kv_dim floats away, too far for the hardware prefetcher.
+constexpr int prefetch_ahead = 16;
+
 // out[0, 8 * B) of weighted_sum, all in registers.
 template <int B>
 LLORCH_AVX2 void weighted_sum_avx2(const float* w, const float* v, std::size_t stride, int count, float* out) {
@@ -302,9 +318,8 @@ LLORCH_AVX2 void weighted_sum_avx2(const float* w, const float* v, std::size_t s
   for (int b = 0; b < B; ++b) acc[b] = _mm256_setzero_ps();
   for (int p = 0; p < count; ++p) {
     const float* vp = v + static_cast<std::size_t>(p) * stride;
-    // positions are too far apart for the hardware prefetcher
-    if (p + 8 < count)
-      for (int b = 0; b < B; b += 2) _mm_prefetch(reinterpret_cast<const char*>(vp + 8 * stride + 8 * b), _MM_HINT_T0);
+    for (int b = 0; b < B; b += 2) // (a few lines past count: harmless)
+      _mm_prefetch(reinterpret_cast<const char*>(vp + prefetch_ahead * stride + 8 * b), _MM_HINT_T0);
     const __m256 wp = _mm256_set1_ps(w[p]);
     for (int b = 0; b < B; ++b) acc[b] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vp + 8 * b), acc[b]);
   }
@@ -347,17 +362,31 @@ void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b,
     for (int p = 0; p < count; ++p) out[p] = dot_float_portable(tensor_type::f32, w + p * row_bytes, b, n);
     return;
   }
-  // positions are too far apart for the hardware prefetcher: each group asks for the next
   const int groups = count / block_rows, p = groups * block_rows;
-  dot_float_avx2<tensor_type::f32, block_rows, 1, true>(w, row_bytes, groups, b, n, out, 0);
-  dot_float_avx2<tensor_type::f32, 1, 1, false>(w + p * row_bytes, row_bytes, count - p, b, n, out + p, 0);
+  dot_float_avx2<tensor_type::f32, block_rows, 1, prefetch_ahead>(w, row_bytes, groups, b, n, out, 0);
+  dot_float_avx2<tensor_type::f32, 1, 1, 0>(w + p * row_bytes, row_bytes, count - p, b, n, out + p, 0);
+}
+
+void prefetch_rows(const float* p, std::size_t stride, int count, int n) {
+  for (int r = 0; r < std::min(count, prefetch_ahead); ++r)
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + static_cast<std::size_t>(r) * stride + i);
 }
 
 void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out) {
   int i = 0;
-  if (g_avx2) {
-    for (; i + 32 <= n; i += 32) weighted_sum_avx2<4>(w, v + i, stride, count, out + i);
-    for (; i + 8 <= n; i += 8) weighted_sum_avx2<1>(w, v + i, stride, count, out + i);
+  while (g_avx2 && n - i >= 8) { // up to 64 outputs per pass over the positions
+    const int b = std::min(8, (n - i) / 8);
+    switch (b) {
+    case 8: weighted_sum_avx2<8>(w, v + i, stride, count, out + i); break;
+    case 7: weighted_sum_avx2<7>(w, v + i, stride, count, out + i); break;
+    case 6: weighted_sum_avx2<6>(w, v + i, stride, count, out + i); break;
+    case 5: weighted_sum_avx2<5>(w, v + i, stride, count, out + i); break;
+    case 4: weighted_sum_avx2<4>(w, v + i, stride, count, out + i); break;
+    case 3: weighted_sum_avx2<3>(w, v + i, stride, count, out + i); break;
+    case 2: weighted_sum_avx2<2>(w, v + i, stride, count, out + i); break;
+    default: weighted_sum_avx2<1>(w, v + i, stride, count, out + i); break;
+    }
+    i += 8 * b;
   }
   for (; i < n; ++i) {
     float acc = 0.0f;
