@@ -235,6 +235,35 @@ std::vector<float> batched(const tensor& t, const std::vector<float>& x, int seq
 
 } // namespace
 
+TEST_CASE("attention's dot products and weighted sums are bit-identical on both paths") {
+  // 37 positions of 3 heads of 24 (a tail of 8 lanes in the 64-wide pass) plus an odd head size
+  for (int hs : {24, 13}) {
+    const int kv_dim = 3 * hs, count = 37;
+    std::vector<float> kv(static_cast<std::size_t>(count * kv_dim)), q(static_cast<std::size_t>(hs)), w(count);
+    for (std::size_t i = 0; i < kv.size(); ++i) kv[i] = std::sin(static_cast<float>(i) * 0.71f);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = std::cos(static_cast<float>(i) * 0.3f);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = 1.0f / static_cast<float>(i + 2);
+    std::vector<float> dots[2], sums[2];
+    for (int path = 0; path < 2; ++path) {
+      force_portable_kernels(path == 1);
+      dots[path].resize(count);
+      sums[path].resize(static_cast<std::size_t>(hs));
+      dot_f32_rows(kv.data() + hs, static_cast<std::size_t>(kv_dim), count, q.data(), hs, dots[path].data());
+      weighted_sum(w.data(), kv.data() + hs, static_cast<std::size_t>(kv_dim), count, hs, sums[path].data());
+    }
+    force_portable_kernels(false);
+    INFO("head size " << hs << ", dispatch picked " << kernel_path());
+    CHECK(dots[0] == dots[1]);
+    CHECK(sums[0] == sums[1]);
+    // and each score equals the single-row dot product
+    for (int p = 0; p < count; ++p) {
+      float one;
+      dot_f32_rows(kv.data() + hs + p * kv_dim, 0, 1, q.data(), hs, &one);
+      CHECK(one == dots[0][static_cast<std::size_t>(p)]);
+    }
+  }
+}
+
 TEST_CASE("portable and AVX2 kernels give bit-identical dot products, alone or batched") {
   auto m = load_ok(test_model("tiny", "gguf", "q8_0"));
   auto h = load_ok(test_model("tiny", "gguf", "f16"));
