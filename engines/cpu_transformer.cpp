@@ -35,11 +35,10 @@ void rmsnorm(float* o, const float* x, const float* w, int n, float eps) {
 void softmax(float* x, int n) {
   float mx = x[0];
   for (int i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  for (int i = 0; i < n; ++i) x[i] -= mx;
+  exp_inplace(x, n);
   float sum = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
+  for (int i = 0; i < n; ++i) sum += x[i];
   for (int i = 0; i < n; ++i) x[i] /= sum;
 }
 
@@ -73,11 +72,14 @@ void cpu_transformer::matmul(const std::vector<matmul_job>& jobs, const float* i
       // the same rows of w1 and w3, then silu(w1 x) * (w3 x) on them while in cache
       const std::int64_t rows = jobs[0].w->rows, b = begin * block, e = std::min(end * block, rows);
       for (const auto& j : jobs) dot_rows(*j.w, b, e, batch, j.out + b, rows);
+      float neg_exp[8 * block];
       for (int r = 0; r < n_rows; ++r)
-        for (std::int64_t i = r * rows + b; i < r * rows + e; ++i) {
-          float val = jobs[0].out[i];
-          val *= 1.0f / (1.0f + std::exp(-val)); // SiLU
-          jobs[0].out[i] = val * jobs[1].out[i];
+        for (std::int64_t i0 = r * rows + b; i0 < r * rows + e; i0 += 8 * block) {
+          const int m = static_cast<int>(std::min(8 * block, r * rows + e - i0));
+          float* h = jobs[0].out + i0;
+          for (int k = 0; k < m; ++k) neg_exp[k] = -h[k];
+          exp_inplace(neg_exp, m);
+          for (int k = 0; k < m; ++k) h[k] = h[k] * (1.0f / (1.0f + neg_exp[k])) * jobs[1].out[i0 + k]; // SiLU * w3 x
         }
       return;
     }

@@ -131,6 +131,28 @@ void dot_rows_portable(const tensor& t, std::int64_t begin, std::int64_t end, co
     }
 }
 
+// exp: x = n ln2 + r with |r| <= ln2 / 2, e^r by a degree-7 polynomial (Cephes expf), times 2^n.
+constexpr float exp_lo = -87.0f, exp_hi = 88.0f, log2e = 1.44269504088896341f;
+constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+constexpr float exp_c[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+float exp_portable(float x) {
+  if (x != x) return x;
+  x = x < exp_lo ? exp_lo : x;
+  x = x > exp_hi ? exp_hi : x;
+  const float n = std::nearbyint(x * log2e);
+  float r = std::fma(n, -ln2_hi, x);
+  r = std::fma(n, -ln2_lo, r);
+  float y = exp_c[0];
+  for (int k = 1; k < 6; ++k) y = std::fma(y, r, exp_c[k]);
+  y = std::fma(y, r * r, r) + 1.0f;
+  const std::uint32_t bits = static_cast<std::uint32_t>(static_cast<int>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return y * scale;
+}
+
 // ---- AVX2 path: R rows x S sequences of independent sums per call, each weight vector loaded
 // once for all S sequences; R * S = 8 accumulators cover the FMA latency.
 
@@ -326,6 +348,27 @@ LLORCH_AVX2 void weighted_sum_avx2(const float* w, const float* v, std::size_t s
   for (int b = 0; b < B; ++b) _mm256_storeu_ps(out + 8 * b, acc[b]);
 }
 
+// exp_portable on eight floats, operation for operation.
+LLORCH_AVX2 __m256 exp_avx2(__m256 x0) {
+  __m256 x = _mm256_max_ps(_mm256_set1_ps(exp_lo), x0); // lo > x ? lo : x (NaN stays)
+  x = _mm256_min_ps(_mm256_set1_ps(exp_hi), x);         // hi < x ? hi : x
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-ln2_hi), x);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-ln2_lo), r);
+  __m256 y = _mm256_set1_ps(exp_c[0]);
+  for (int k = 1; k < 6; ++k) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(exp_c[k]));
+  y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 e = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+  return _mm256_blendv_ps(e, x0, _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q)); // NaN in, NaN out
+}
+
+LLORCH_AVX2 void exp_inplace_avx2(float* x, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp_avx2(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) x[i] = exp_portable(x[i]);
+}
+
 bool detect_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -365,6 +408,14 @@ void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b,
   const int groups = count / block_rows, p = groups * block_rows;
   dot_float_avx2<tensor_type::f32, block_rows, 1, prefetch_ahead>(w, row_bytes, groups, b, n, out, 0);
   dot_float_avx2<tensor_type::f32, 1, 1, 0>(w + p * row_bytes, row_bytes, count - p, b, n, out + p, 0);
+}
+
+void exp_inplace(float* x, int n) {
+  if (g_avx2) {
+    exp_inplace_avx2(x, n);
+    return;
+  }
+  for (int i = 0; i < n; ++i) x[i] = exp_portable(x[i]);
 }
 
 void prefetch_rows(const float* p, std::size_t stride, int count, int n) {

@@ -48,6 +48,10 @@ void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b,
 // p in p order (attention's weighted values); the same on both paths.
 void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out);
 
+// x[i] = exp(x[i]) for i < n: a polynomial with fused multiply-adds, the same on both paths
+// (within 2 ulp of expf; the argument is clamped to [-87, 88], NaN stays NaN).
+void exp_inplace(float* x, int n);
+
 // Prefetches n floats at each of the first (up to 16) of count rows, stride floats apart: the
 // start of the attention loops, which prefetch ahead themselves from there.
 void prefetch_rows(const float* p, std::size_t stride, int count, int n);

@@ -235,6 +235,31 @@ std::vector<float> batched(const tensor& t, const std::vector<float>& x, int seq
 
 } // namespace
 
+TEST_CASE("exp_inplace: within 2 ulp of std::exp, bit-identical on both paths, NaN stays NaN") {
+  std::vector<float> x;
+  for (float v = -90.0f; v <= 89.0f; v += 0.0137f) x.push_back(v);
+  x.push_back(-INFINITY);
+  x.push_back(NAN);
+  std::vector<float> fast = x, slow = x;
+  exp_inplace(fast.data(), static_cast<int>(fast.size()));
+  force_portable_kernels(true);
+  exp_inplace(slow.data(), static_cast<int>(slow.size()));
+  force_portable_kernels(false);
+  int worst = 0;
+  for (std::size_t i = 0; i + 1 < x.size(); ++i) {
+    REQUIRE(fast[i] == slow[i]);
+    const float v = std::min(std::max(x[i], -87.0f), 88.0f); // the documented clamp
+    const float want = std::exp(v);
+    std::int32_t a, b;
+    std::memcpy(&a, &fast[i], 4);
+    std::memcpy(&b, &want, 4);
+    worst = std::max(worst, std::abs(a - b));
+  }
+  CHECK(worst <= 2);
+  CHECK(std::isnan(fast.back()));
+  CHECK(std::isnan(slow.back()));
+}
+
 TEST_CASE("attention's dot products and weighted sums are bit-identical on both paths") {
   // 37 positions of 3 heads of 24 (a tail of 8 lanes in the 64-wide pass) plus an odd head size
   for (int hs : {24, 13}) {
