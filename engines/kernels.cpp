@@ -43,19 +43,58 @@ std::uint16_t f32_to_f16(float value) {
   return static_cast<std::uint16_t>(sign | (x >> 13));
 }
 
+namespace {
+
+// One 32-block of quantize_q8, the reference for the AVX2 version.
+void quantize_block(const float* xb, std::int8_t* q, float* d) {
+  float amax = 0.0f;
+  for (int k = 0; k < q8_block_size; ++k) amax = std::max(amax, std::fabs(xb[k]));
+  const float scale = amax / 127.0f;
+  const float inv = scale > 0.0f ? 127.0f / amax : 0.0f;
+  *d = scale;
+  for (int k = 0; k < q8_block_size; ++k) {
+    const float v = std::nearbyint(xb[k] * inv);
+    // NaN or inf activations come from hostile weights; keep the integer conversion defined
+    q[k] = static_cast<std::int8_t>(v >= -127.0f && v <= 127.0f ? v : 0.0f);
+  }
+}
+
+__attribute__((target("avx2"))) void quantize_block_avx2(const float* xb, std::int8_t* q, float* d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 x[4], m = _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    x[i] = _mm256_loadu_ps(xb + 8 * i);
+    m = _mm256_max_ps(_mm256_andnot_ps(sign, x[i]), m); // |x| > m ? |x| : m: NaN is skipped
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float amax = 0.0f; // the maximum is exact whatever the order
+  for (float l : lanes) amax = std::max(amax, l);
+  const float scale = amax / 127.0f;
+  const float inv = scale > 0.0f ? 127.0f / amax : 0.0f;
+  *d = scale;
+  __m256i qi[4];
+  for (int i = 0; i < 4; ++i) {
+    const __m256 v = _mm256_round_ps(_mm256_mul_ps(x[i], _mm256_set1_ps(inv)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_set1_ps(-127.0f), _CMP_GE_OQ),
+                                    _mm256_cmp_ps(v, _mm256_set1_ps(127.0f), _CMP_LE_OQ));
+    qi[i] = _mm256_cvtps_epi32(_mm256_and_ps(v, ok));
+  }
+  // int32 -> int8 (no saturation: |v| <= 127); the packs work per 128-bit half, the permute
+  // puts the four groups back in order
+  const __m256i p16 = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
+  const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p8);
+}
+
+bool g_avx2_quantize = __builtin_cpu_supports("avx2");
+
+} // namespace
+
 void quantize_q8(const float* x, int n, std::int8_t* q, float* d) {
   for (int b = 0; b < n / q8_block_size; ++b) {
-    const float* xb = x + b * q8_block_size;
-    float amax = 0.0f;
-    for (int k = 0; k < q8_block_size; ++k) amax = std::max(amax, std::fabs(xb[k]));
-    const float scale = amax / 127.0f;
-    const float inv = scale > 0.0f ? 127.0f / amax : 0.0f;
-    d[b] = scale;
-    for (int k = 0; k < q8_block_size; ++k) {
-      const float v = std::nearbyint(xb[k] * inv);
-      // NaN or inf activations come from hostile weights; keep the integer conversion defined
-      q[b * q8_block_size + k] = static_cast<std::int8_t>(v >= -127.0f && v <= 127.0f ? v : 0.0f);
-    }
+    if (g_avx2_quantize) quantize_block_avx2(x + b * q8_block_size, q + b * q8_block_size, d + b);
+    else quantize_block(x + b * q8_block_size, q + b * q8_block_size, d + b);
   }
 }
 
@@ -379,7 +418,10 @@ bool g_avx2 = detect_avx2();
 } // namespace
 
 const char* kernel_path() { return g_avx2 ? "avx2" : "portable"; }
-void force_portable_kernels(bool on) { g_avx2 = on ? false : detect_avx2(); }
+void force_portable_kernels(bool on) {
+  g_avx2 = on ? false : detect_avx2();
+  g_avx2_quantize = on ? false : __builtin_cpu_supports("avx2");
+}
 
 void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch_input& in, float* out,
               std::int64_t out_stride) {

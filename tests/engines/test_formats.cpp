@@ -235,6 +235,30 @@ std::vector<float> batched(const tensor& t, const std::vector<float>& x, int seq
 
 } // namespace
 
+TEST_CASE("quantize_q8 is bit-identical on both paths, including NaN, inf and all-zero blocks") {
+  std::vector<float> x(32 * 9);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 1.37f) * static_cast<float>(1 + i % 7);
+  for (std::size_t i = 32; i < 64; ++i) x[i] = 0.0f;
+  x[70] = NAN;
+  x[100] = INFINITY;
+  x[130] = -INFINITY;
+  x[170] = 1e-30f;
+  std::vector<std::int8_t> q[2];
+  std::vector<float> d[2];
+  for (int path = 0; path < 2; ++path) {
+    force_portable_kernels(path == 1);
+    q[path].resize(x.size());
+    d[path].resize(x.size() / 32);
+    quantize_q8(x.data(), static_cast<int>(x.size()), q[path].data(), d[path].data());
+  }
+  force_portable_kernels(false);
+  CHECK(q[0] == q[1]);
+  for (std::size_t b = 0; b < d[0].size(); ++b) {
+    INFO("block " << b);
+    CHECK(std::memcmp(&d[0][b], &d[1][b], 4) == 0);
+  }
+}
+
 TEST_CASE("exp_inplace: within 2 ulp of std::exp, bit-identical on both paths, NaN stays NaN") {
   std::vector<float> x;
   for (float v = -90.0f; v <= 89.0f; v += 0.0137f) x.push_back(v);
