@@ -139,6 +139,7 @@ status run_serve(const serve_options& o) {
   cfg.add_message_types<caf::id_block::llorch_engine>();
   cfg.load<caf::io::middleman>();
   cfg.set("scheduler.max-threads", 1);
+  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(o.keepalive_ms)});
   caf::actor_system sys{cfg};
   const std::string model_id = o.model_id.empty() ? base_name(o.model_path) : o.model_id;
   auto worker = std::make_shared<engine_worker>(m, o.threads, o.slots, context, model_id);

@@ -85,7 +85,8 @@ void start_engine(pool_actor* self) {
   std::vector<std::string> argv{s.engine_binary, "serve", "--model", st.model->path,
                                 "--model-id", st.model->id, "--handoff-dir", s.handoff_dir,
                                 "--pool-id", s.pool.id, "--replica-id", s.replica_id,
-                                "--slots", std::to_string(s.pool.slots)};
+                                "--slots", std::to_string(s.pool.slots),
+                                "--keepalive-ms", std::to_string(s.engine_keepalive_ms)};
   if (s.engine_threads > 0) {
     argv.push_back("--threads");
     argv.push_back(std::to_string(s.engine_threads));

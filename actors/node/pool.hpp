@@ -43,6 +43,7 @@ struct pool_settings {
   std::string handoff_dir;
   std::string engine_binary;                // llorch-engine
   int engine_threads = 0;                   // 0: the engine's default
+  int engine_keepalive_ms = 1000;           // the node's orchestrator.keepalive_ms
   restart_limits restart;
   std::chrono::milliseconds ready_timeout{120000}; // loading for longer is a failed start
   std::chrono::milliseconds wedged_after{60000};   // a busy slot without a token this long
