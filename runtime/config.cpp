@@ -1035,7 +1035,7 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
         const json::object* o = check.object(arr[i], path);
         if (!o)
           continue;
-        check.known_keys(*o, path, {"id", "devices", "slots", "model", "engine"});
+        check.known_keys(*o, path, {"id", "devices", "slots", "threads", "model", "engine"});
         pool_entry pool;
         if (!checker::find(*o, "id"))
           check.missing(path + ".id", id_what);
@@ -1072,6 +1072,7 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
           }
         }
         check.read_int(*o, "slots", path, 1, 1024, pool.slots);
+        check.read_int(*o, "threads", path, 1, 256, pool.threads);
         if (const json::value* m = checker::find(*o, "model"))
           read_pool_model(check, *m, path + ".model", c.models, pool.model, inline_models);
         check.read_choice(*o, "engine", path, {"llorch"}, pool.engine);

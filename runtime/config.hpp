@@ -83,6 +83,7 @@ struct pool_entry {
   std::string id;
   std::vector<int> devices;
   int slots = 1;
+  int threads = 0; // the engine's CPU threads; 0: one per core
   std::optional<model_entry> model; // preloaded at start when set
   std::string engine = "llorch";
 };

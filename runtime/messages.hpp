@@ -222,6 +222,8 @@ using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using task_event_atom = caf::atom_constant<caf::atom("taskevent")>;
 using tick_timer_atom = caf::atom_constant<caf::atom("tickt")>;
+using pass_atom = caf::atom_constant<caf::atom("pass")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
 
 } // namespace llorch
 

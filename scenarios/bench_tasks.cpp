@@ -1,6 +1,6 @@
 // llorch-bench-tasks: the task path's benchmark driver. Measures, against a running cluster,
 //   direct   the engine process itself (CAF, like the pool does): time to first token, tokens/s
-//   orch     the same requests through orchestratord (POST /v2/tasks + SSE over plain sockets)
+//   orch     the same requests through orchestratord (POST /v2/tasks + SSE, keep-alive sockets)
 //   load     tasks/s with max_tokens 1 from C concurrent clients through admission and placement
 // and prints one line of key=value per mode for scenarios/bench_tasks.sh.
 #include "engines/engine_protocol.hpp"
@@ -83,44 +83,83 @@ struct sse_result {
   bool ok = false;
 };
 
-// POST /v2/tasks, then GET its events until the terminal event, on one keep-alive connection.
-sse_result orch_task(const std::string& host, int port, const std::string& token,
-                     const std::string& body) {
+// One keep-alive HTTP/1.1 connection of a client, reused task after task like an HTTP client
+// library's pool does; reopened when the server closes it.
+struct connection {
+  std::string host;
+  int port = 0;
+  int fd = -1;
+  std::string buf; // bytes received past the last response
+
+  ~connection() { drop(); }
+  void drop() {
+    if (fd >= 0)
+      close(fd);
+    fd = -1;
+    buf.clear();
+  }
+  bool send(const std::string& request) {
+    if (fd < 0 && (fd = dial(host, port)) < 0)
+      return false;
+    return send_all(fd, request);
+  }
+  // The body of a Content-Length response.
+  bool read_response(std::string& body) {
+    if (!read_until(fd, buf, "\r\n\r\n"))
+      return false;
+    auto end = buf.find("\r\n\r\n") + 4;
+    auto at = buf.find("Content-Length: ");
+    if (at == std::string::npos || at > end)
+      return false;
+    auto length = std::stoul(buf.substr(at + 16));
+    while (buf.size() < end + length) {
+      char tmp[8192];
+      auto n = ::recv(fd, tmp, sizeof(tmp), 0);
+      if (n <= 0)
+        return false;
+      buf.append(tmp, static_cast<std::size_t>(n));
+    }
+    body = buf.substr(end, length);
+    buf.erase(0, end + length);
+    return true;
+  }
+};
+
+// POST /v2/tasks, then GET its events until the terminal event, on the client's connection.
+sse_result orch_task(connection& c, const std::string& token, const std::string& body) {
   sse_result r;
-  int fd = dial(host, port);
-  if (fd < 0)
-    return r;
   auto auth = "Authorization: Bearer " + token + "\r\n";
   auto t0 = clk::now();
-  send_all(fd, "POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth
-                 + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
-  std::string buf;
-  if (!read_until(fd, buf, "}")) {
-    close(fd);
+  std::string reply;
+  if (!c.send("POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: "
+              + std::to_string(body.size()) + "\r\n\r\n" + body)
+      || !c.read_response(reply)) {
+    c.drop();
     return r;
   }
-  auto id_at = buf.find("\"task_id\":\"");
-  if (id_at == std::string::npos) {
-    close(fd);
+  auto id_at = reply.find("\"task_id\":\"");
+  if (id_at == std::string::npos)
     return r;
-  }
-  auto id = buf.substr(id_at + 11, buf.find('"', id_at + 11) - id_at - 11);
-  buf.clear();
-  send_all(fd, "GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n");
-  if (!read_until(fd, buf, "event: token")) {
-    close(fd);
+  auto id = reply.substr(id_at + 11, reply.find('"', id_at + 11) - id_at - 11);
+  if (!c.send("GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n")
+      || !read_until(c.fd, c.buf, "event: token")) {
+    c.drop();
     return r;
   }
   r.ttft_ms = ms(clk::now() - t0);
-  bool ended = read_until(fd, buf, "event: end") || buf.find("event: error") != std::string::npos;
+  // the stream is chunked: its last chunk (size 0) ends the response, the connection stays
+  bool ended = read_until(c.fd, c.buf, "\r\n0\r\n\r\n");
   r.total_ms = ms(clk::now() - t0);
   std::size_t at = 0;
-  while ((at = buf.find("event: token", at)) != std::string::npos) {
+  while ((at = c.buf.find("event: token", at)) != std::string::npos) {
     ++r.tokens;
     at += 12;
   }
-  r.ok = ended && buf.find("event: end") != std::string::npos;
-  close(fd);
+  r.ok = ended && c.buf.find("event: end") != std::string::npos;
+  if (!ended || c.buf.find("Connection: close") != std::string::npos)
+    c.drop();
+  else
+    c.buf.erase(0, c.buf.find("\r\n0\r\n\r\n") + 7);
   return r;
 }
 
@@ -187,8 +226,9 @@ int main(int argc, char** argv) {
   };
   if (mode == "orch") {
     std::vector<double> ttft, tps;
+    connection c{host, port, -1, {}};
     for (int i = 0; i < n; ++i) {
-      auto r = orch_task(host, port, token, body(max_tokens));
+      auto r = orch_task(c, token, body(max_tokens));
       if (!r.ok)
         continue;
       ttft.push_back(r.ttft_ms);
@@ -206,8 +246,9 @@ int main(int argc, char** argv) {
     auto t0 = clk::now();
     for (int c = 0; c < clients; ++c)
       threads.emplace_back([&] {
+        connection conn{host, port, -1, {}};
         while (!stop)
-          (orch_task(host, port, token, body(1)).ok ? done : failed)++;
+          (orch_task(conn, token, body(1)).ok ? done : failed)++;
       });
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     stop = true;

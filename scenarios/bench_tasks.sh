@@ -32,7 +32,7 @@ cat >"$work/node.json" <<JSON
 { "node_id": "bench-node", "http": { "listen": "127.0.0.1:0" },
   "orchestrator": { "cluster": "127.0.0.1:$cport" }, "handoff_dir": "$work/engines",
   "models": [ { "id": "tiny", "path": "$work/tiny.gguf" } ],
-  "pools": [ { "id": "pool-1", "devices": [], "slots": 8, "model": "tiny" } ], "log": { "level": "info" } }
+  "pools": [ { "id": "pool-1", "devices": [], "slots": 8, "threads": 1, "model": "tiny" } ], "log": { "level": "info" } }
 JSON
 LLORCH_API_TOKEN=$token $bin/pool-managerd --config "$work/node.json" 2>"$work/node.log" &
 pids+=($!)

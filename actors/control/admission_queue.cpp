@@ -16,6 +16,7 @@ namespace {
 struct entry {
   task_spec spec;
   caf::actor task;
+  std::string slot; // the pool it runs on ("node\npool") from placement until it ends
 };
 
 struct admission_state {
@@ -28,8 +29,13 @@ struct admission_state {
   std::map<std::string, std::uint64_t> by_name;    // task_id -> engine id
   std::map<caf::actor_addr, std::uint64_t> by_actor;
   std::uint64_t next_id = 1;
-  placement_snapshot view;                          // the registry's, as of the last pass
-  bool pass_running = false;
+  placement_snapshot view;                          // the registry's, as of the last refresh
+  std::chrono::steady_clock::time_point view_time;
+  // Slots are counted where tasks are placed: a pool's free slots are its capacity less the
+  // tasks placed on it that have not ended, so placement never waits for a heartbeat.
+  std::map<std::string, int> busy;                  // "node\npool" -> tasks running there
+  bool pass_running = false;                        // a refresh is in flight
+  bool pass_pending = false;                        // a pass on the current view is queued
 
   // Task actors outlive their end for late readers; when admission goes (shutdown, restart)
   // they go with it, or the actor system would wait for their retention to run out.
@@ -38,7 +44,6 @@ struct admission_state {
       caf::anon_send_exit(e.task, caf::exit_reason::user_shutdown);
   }
 
-  bool rerun = false; // work arrived during a pass: run another right after it
   bool tick_pending = false;
 };
 
@@ -58,7 +63,7 @@ void count_placement(admission_state& st, const std::string& outcome) {
     .inc();
 }
 
-// Tasks still waiting after a pass are looked at again a tick later.
+// Tasks still waiting after a pass are looked at again a tick later, with a fresh view.
 void schedule_pass(admission_actor* self) {
   auto& st = self->state;
   if (st.tick_pending || st.queue->size() == 0)
@@ -67,13 +72,38 @@ void schedule_pass(admission_actor* self) {
   self->delayed_send(self, st.settings.tick, tick_timer_atom::value);
 }
 
-// A new task is placed at once when nothing is in the way: no tick of delay on the hot path.
+// A new task, or a freed slot, is placed at once on the view at hand: no tick of delay and no
+// round trip to the registry on the hot path (the view is refreshed in the background).
 void trigger_pass(admission_actor* self) {
   auto& st = self->state;
-  if (st.tick_pending)
+  if (st.pass_pending)
     return;
-  st.tick_pending = true;
-  self->send(self, tick_timer_atom::value);
+  st.pass_pending = true;
+  self->send(self, pass_atom::value);
+}
+
+std::string slot_key(const std::string& node_id, const std::string& pool_id) {
+  return node_id + '\n' + pool_id;
+}
+
+void release_slot(admission_state& st, entry& e) {
+  if (e.slot.empty())
+    return;
+  auto it = st.busy.find(e.slot);
+  if (it != st.busy.end() && --it->second <= 0)
+    st.busy.erase(it);
+  e.slot.clear();
+}
+
+// The registry's view with this queue's own count of busy slots.
+std::vector<node_info> view_with_busy_slots(const admission_state& st) {
+  auto nodes = st.view.nodes;
+  for (auto& n : nodes)
+    for (auto& p : n.pools) {
+      auto it = st.busy.find(slot_key(n.node_id, p.pool_id));
+      p.slots_free = std::max(0, p.slots_total - (it == st.busy.end() ? 0 : it->second));
+    }
+  return nodes;
 }
 
 placement_request request_of(const task_spec& spec) {
@@ -86,10 +116,11 @@ placement_request request_of(const task_spec& spec) {
   return r;
 }
 
-// One placement pass over a fresh registry view: expire, then place what fits.
-void run_pass(admission_actor* self, placement_snapshot snap) {
+void refresh_view(admission_actor* self);
+
+// One placement pass over the current view: expire, then place what fits.
+void run_pass(admission_actor* self) {
   auto& st = self->state;
-  st.view = std::move(snap);
   auto now = wall_clock_ms();
   for (auto& t : st.queue->expire(now)) {
     auto it = st.tasks.find(t.task_id);
@@ -98,7 +129,7 @@ void run_pass(admission_actor* self, placement_snapshot snap) {
                  std::string("no ready pool for model '" + it->second.spec.model
                              + "' before the task's deadline"));
   }
-  placement_round round(st.view.nodes);
+  placement_round round(view_with_busy_slots(st));
   for (;;) {
     placement_decision decision;
     auto next = st.queue->pop_placeable([&](const queued_task& q) {
@@ -128,9 +159,41 @@ void run_pass(admission_actor* self, placement_snapshot snap) {
       break;
     }
     count_placement(st, "placed");
+    it->second.slot = slot_key(decision.node_id, decision.pool_id);
+    ++st.busy[it->second.slot];
     self->send(it->second.task, generate_atom::value, decision.node_id, decision.pool_id, agent);
   }
   set_depth(st);
+  schedule_pass(self);
+  // a view older than this is refreshed behind the passes that use it
+  if (std::chrono::steady_clock::now() - st.view_time > std::chrono::milliseconds(20))
+    refresh_view(self);
+}
+
+// Asks the registry for a new view, then runs a pass over it.
+void refresh_view(admission_actor* self) {
+  auto& st = self->state;
+  if (st.pass_running)
+    return;
+  auto registry = current_node_registry(self->system());
+  if (!registry) {
+    schedule_pass(self);
+    return;
+  }
+  st.pass_running = true;
+  self->request(registry, std::chrono::seconds(2), placement_atom::value)
+    .then(
+      [self](placement_snapshot& snap) {
+        auto& cur = self->state;
+        cur.pass_running = false;
+        cur.view = std::move(snap);
+        cur.view_time = std::chrono::steady_clock::now();
+        run_pass(self);
+      },
+      [self](const caf::error&) {
+        self->state.pass_running = false;
+        schedule_pass(self);
+      });
 }
 
 submit_reply admit(admission_actor* self, task_spec spec) {
@@ -160,7 +223,7 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   ts.queue_position = static_cast<std::int64_t>(s.queue->position(id));
   auto actor = spawn_task(self->system(), ts, s.metrics);
   self->monitor(actor);
-  s.tasks[id] = {spec, actor};
+  s.tasks[id] = {spec, actor, {}};
   s.by_name[spec.task_id] = id;
   s.by_actor[actor.address()] = id;
   submit_reply r;
@@ -187,6 +250,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       return;
     auto t = s.tasks.find(it->second);
     if (t != s.tasks.end()) {
+      release_slot(s, t->second);
       s.by_name.erase(t->second.spec.task_id);
       s.queue->remove(t->first);
       s.tasks.erase(t);
@@ -194,9 +258,8 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
     s.by_actor.erase(it);
     set_depth(s);
   });
-  // Keep a registry view for admission decisions (unknown model) even while nothing waits.
-  self->send(self, tick_timer_atom::value);
-  st.tick_pending = true;
+  // A registry view for admission decisions (unknown model) from the start.
+  refresh_view(self);
 
   return {
     [self](submit_atom, task_spec& spec) -> caf::result<submit_reply> {
@@ -212,6 +275,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
         .then(
           [self, rp, spec](placement_snapshot& snap) mutable {
             self->state.view = std::move(snap);
+            self->state.view_time = std::chrono::steady_clock::now();
             rp.deliver(admit(self, std::move(spec)));
           },
           [self, rp, spec](const caf::error&) mutable {
@@ -230,46 +294,40 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       if (it == s.tasks.end())
         return;
       auto& spec = it->second.spec;
+      // The pool it failed on is out of this view until the registry says otherwise.
+      for (auto& n : s.view.nodes)
+        for (auto& p : n.pools)
+          if (slot_key(n.node_id, p.pool_id) == it->second.slot)
+            p.ready = false;
+      release_slot(s, it->second);
       // A fail-over is no new admission: it may exceed the capacity by the tasks in flight.
       if (s.queue->push({id, spec.model, true, wall_clock_ms(), spec.deadline_ms})
           != admission_queue_core::admit_result::admitted)
         self->send(it->second.task, fail_atom::value, std::string("WORKER_RESET"),
                    std::string("the worker failed and the queue is full"));
       set_depth(s);
-      schedule_pass(self);
+      refresh_view(self);
+    },
+    [self](release_atom, std::uint64_t id) {
+      auto& s = self->state;
+      auto it = s.tasks.find(id);
+      if (it == s.tasks.end())
+        return;
+      release_slot(s, it->second);
+      if (s.queue->size() > 0)
+        trigger_pass(self);
     },
     [self](cancel_atom, std::uint64_t id) {
       self->state.queue->remove(id);
       set_depth(self->state);
     },
     [self](tick_timer_atom) {
-      auto& s = self->state;
-      s.tick_pending = false;
-      if (s.pass_running) {
-        s.rerun = true;
-        return;
-      }
-      auto registry = current_node_registry(self->system());
-      if (!registry) {
-        schedule_pass(self);
-        return;
-      }
-      s.pass_running = true;
-      self->request(registry, std::chrono::seconds(2), placement_atom::value)
-        .then(
-          [self](placement_snapshot& snap) {
-            auto& cur = self->state;
-            cur.pass_running = false;
-            run_pass(self, std::move(snap));
-            if (std::exchange(cur.rerun, false))
-              trigger_pass(self);
-            else
-              schedule_pass(self);
-          },
-          [self](const caf::error&) {
-            self->state.pass_running = false;
-            schedule_pass(self);
-          });
+      self->state.tick_pending = false;
+      refresh_view(self);
+    },
+    [self](pass_atom) {
+      self->state.pass_pending = false;
+      run_pass(self);
     },
   };
 }

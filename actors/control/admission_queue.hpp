@@ -8,6 +8,7 @@
 //   (submit_atom, task_spec)              -> submit_reply
 //   (caf::get_atom, task_atom, task_id)   -> caf::actor (invalid: no such task)
 //   (requeue_atom, engine_id)             from a task actor (fail-over)
+//   (release_atom, engine_id)             from a task actor: it ended, its pool slot is free
 //   (cancel_atom, engine_id)              from a task actor (cancelled while queued)
 #include "runtime/messages.hpp"
 

@@ -83,6 +83,7 @@ void finish(task_actor* self, std::string state, std::string name, std::string d
                .count());
   if (st.agent)
     self->demonitor(st.agent);
+  self->send(st.settings.admission, release_atom::value, st.settings.engine_id); // its slot
   self->delayed_send(self, retention, retire_atom::value); // admission sees it go down
 
 }

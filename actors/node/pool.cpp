@@ -87,9 +87,9 @@ void start_engine(pool_actor* self) {
                                 "--pool-id", s.pool.id, "--replica-id", s.replica_id,
                                 "--slots", std::to_string(s.pool.slots),
                                 "--keepalive-ms", std::to_string(s.engine_keepalive_ms)};
-  if (s.engine_threads > 0) {
+  if (s.pool.threads > 0) {
     argv.push_back("--threads");
-    argv.push_back(std::to_string(s.engine_threads));
+    argv.push_back(std::to_string(s.pool.threads));
   }
   if (!st.status.device_mask.empty()) {
     argv.push_back("--device-mask");

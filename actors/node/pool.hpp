@@ -42,7 +42,6 @@ struct pool_settings {
   std::vector<config::model_entry> models; // the node's models: what preload may name
   std::string handoff_dir;
   std::string engine_binary;                // llorch-engine
-  int engine_threads = 0;                   // 0: the engine's default
   int engine_keepalive_ms = 1000;           // the node's orchestrator.keepalive_ms
   restart_limits restart;
   std::chrono::milliseconds ready_timeout{120000}; // loading for longer is a failed start

@@ -345,7 +345,7 @@ TEST_CASE("pool-managerd config with models and pools") {
     "restart": { "max_restarts": 3, "within_s": 10, "backoff_initial_ms": 50, "backoff_max_ms": 500 },
     "models": [ { "id": "tiny", "path": "models/tiny.gguf" } ],
     "pools": [
-      { "id": "pool-0", "devices": [0, 1], "slots": 4, "model": "tiny", "engine": "llorch" },
+      { "id": "pool-0", "devices": [0, 1], "slots": 4, "threads": 2, "model": "tiny", "engine": "llorch" },
       { "id": "pool-1", "model": { "id": "other", "path": "/srv/other.gguf" } },
       { "id": "pool-2", "devices": [] },
     ],
@@ -375,9 +375,11 @@ TEST_CASE("pool-managerd config with models and pools") {
   REQUIRE(c.pools.size() == 3);
   CHECK(c.pools[0].devices == std::vector<int>{0, 1});
   CHECK(c.pools[0].slots == 4);
+  CHECK(c.pools[0].threads == 2);
   REQUIRE(c.pools[0].model);
   CHECK(c.pools[0].model->path == "models/tiny.gguf");
   CHECK(c.pools[1].slots == 1);
+  CHECK(c.pools[1].threads == 0);
   CHECK(c.pools[1].engine == "llorch");
   CHECK(c.pools[1].model->id == "other");
   CHECK_FALSE(c.pools[2].model);
@@ -480,6 +482,8 @@ TEST_CASE("pool-managerd validation names the path and what was expected") {
      "expected an array of GPU device numbers, found 0"},
     {pm_with(R"("pools": [{"id": "p", "slots": 0}])"), "$.pools[0].slots",
      "expected an integer from 1 to 1024, found 0"},
+    {pm_with(R"("pools": [{"id": "p", "threads": 1000}])"), "$.pools[0].threads",
+     "expected an integer from 1 to 256, found 1000"},
     {pm_with(R"("pools": [{"id": "p", "engine": "vllm"}])"), "$.pools[0].engine",
      "expected one of llorch, found \"vllm\""},
     {pm_with(R"("pools": [{"id": "p", "model": "missing"}])"), "$.pools[0].model",
