@@ -818,8 +818,9 @@ void fill_orchestratord(checker& check, const json::object& root, orchestratord_
 
   if (const json::value* v = checker::find(root, "admission")) {
     if (const json::object* o = check.object(*v, "$.admission")) {
-      check.known_keys(*o, "$.admission", {"capacity", "policy"});
+      check.known_keys(*o, "$.admission", {"capacity", "policy", "retained_tasks"});
       check.read_int(*o, "capacity", "$.admission", 1, 1000000, c.admission_capacity);
+      check.read_int(*o, "retained_tasks", "$.admission", 0, 1000000, c.admission_retained_tasks);
       check.read_choice(*o, "policy", "$.admission", {"reject"}, c.admission_policy);
     }
   }

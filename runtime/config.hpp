@@ -68,6 +68,7 @@ struct orchestratord_config {
   cluster_settings cluster{endpoint{"0.0.0.0", 7070}, {}, 1000, 5000};
   heartbeat_settings heartbeat;
   int admission_capacity = 100;
+  int admission_retained_tasks = 10000; // ended tasks kept for GET and SSE replay
   std::string admission_policy = "reject";
   std::string placement_strategy = "least-loaded";
   std::string log_level = "info";

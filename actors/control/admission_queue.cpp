@@ -8,6 +8,7 @@
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
+#include <deque>
 #include <map>
 
 namespace llorch {
@@ -40,9 +41,12 @@ struct admission_state {
   // Task actors outlive their end for late readers; when admission goes (shutdown, restart)
   // they go with it, or the actor system would wait for their retention to run out.
   ~admission_state() {
-    for (auto& [id, e] : tasks)
+    for (auto& [id, e] : tasks) {
+      settings.directory->remove(e.spec.task_id);
       caf::anon_send_exit(e.task, caf::exit_reason::user_shutdown);
+    }
   }
+  std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> ended; // oldest first
 
   bool tick_pending = false;
 };
@@ -196,13 +200,26 @@ void refresh_view(admission_actor* self) {
       });
 }
 
+// Ended tasks beyond the newest retained_tasks, or older than the retention, go.
+void retire_ended(admission_actor* self) {
+  auto& s = self->state;
+  auto oldest = std::chrono::steady_clock::now() - s.settings.retention;
+  while (!s.ended.empty()
+         && (s.ended.size() > s.settings.retained_tasks || s.ended.front().second < oldest)) {
+    auto it = s.tasks.find(s.ended.front().first);
+    if (it != s.tasks.end())
+      self->send(it->second.task, retire_atom::value);
+    s.ended.pop_front();
+  }
+}
+
 submit_reply admit(admission_actor* self, task_spec spec) {
   auto& s = self->state;
   if (s.by_name.count(spec.task_id))
-    return {409, "TASK_EXISTS", "a task with this task_id exists", 0, spec.task_id, 0, -1};
+    return {409, "TASK_EXISTS", "a task with this task_id exists", 0, spec.task_id, 0, -1, {}};
   if (!model_known(s.view.nodes, spec.model))
     return {404, "MODEL_NOT_FOUND", "no pool serves or has served model '" + spec.model + "'", 0,
-            spec.task_id, 0, -1};
+            spec.task_id, 0, -1, {}};
   auto now = wall_clock_ms();
   if (spec.deadline_ms <= 0)
     spec.deadline_ms = now + s.settings.default_deadline.count();
@@ -214,7 +231,7 @@ submit_reply admit(admission_actor* self, task_spec spec) {
       .with({"QUEUE_FULL"})
       .inc();
     return {429, "QUEUE_FULL", "the admission queue is full", s.queue->retry_after_ms(now),
-            spec.task_id, 0, -1};
+            spec.task_id, 0, -1, {}};
   }
   task_settings ts;
   ts.spec = spec;
@@ -226,7 +243,9 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   s.tasks[id] = {spec, actor, {}};
   s.by_name[spec.task_id] = id;
   s.by_actor[actor.address()] = id;
+  s.settings.directory->add(spec.task_id, actor);
   submit_reply r;
+  r.task = actor;
   r.task_id = spec.task_id;
   r.queue_position = ts.queue_position;
   r.predicted_start_ms = s.queue->predicted_start_ms(id);
@@ -251,6 +270,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
     auto t = s.tasks.find(it->second);
     if (t != s.tasks.end()) {
       release_slot(s, t->second);
+      s.settings.directory->remove(t->second.spec.task_id);
       s.by_name.erase(t->second.spec.task_id);
       s.queue->remove(t->first);
       s.tasks.erase(t);
@@ -260,33 +280,23 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
   });
   // A registry view for admission decisions (unknown model) from the start.
   refresh_view(self);
+  self->send(self, retire_atom::value);
 
   return {
-    [self](submit_atom, task_spec& spec) -> caf::result<submit_reply> {
+    [self](submit_atom, task_spec& spec, submit_continuation& reply) {
       auto& s = self->state;
-      if (model_known(s.view.nodes, spec.model))
-        return admit(self, std::move(spec));
-      // The model may belong to a node that registered since the last pass: look again first.
       auto registry = current_node_registry(self->system());
-      if (!registry)
-        return admit(self, std::move(spec));
-      auto rp = self->make_response_promise<submit_reply>();
+      if (model_known(s.view.nodes, spec.model) || !registry)
+        return reply(admit(self, std::move(spec)));
+      // The model may belong to a node that registered since the last refresh: look again first.
       self->request(registry, std::chrono::seconds(2), placement_atom::value)
         .then(
-          [self, rp, spec](placement_snapshot& snap) mutable {
+          [self, spec, reply](placement_snapshot& snap) mutable {
             self->state.view = std::move(snap);
             self->state.view_time = std::chrono::steady_clock::now();
-            rp.deliver(admit(self, std::move(spec)));
+            reply(admit(self, std::move(spec)));
           },
-          [self, rp, spec](const caf::error&) mutable {
-            rp.deliver(admit(self, std::move(spec)));
-          });
-      return rp;
-    },
-    [self](caf::get_atom, task_atom, const std::string& task_id) {
-      auto& s = self->state;
-      auto it = s.by_name.find(task_id);
-      return it == s.by_name.end() ? caf::actor{} : s.tasks[it->second].task;
+          [self, spec, reply](const caf::error&) mutable { reply(admit(self, std::move(spec))); });
     },
     [self](requeue_atom, std::uint64_t id) {
       auto& s = self->state;
@@ -316,6 +326,12 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       release_slot(s, it->second);
       if (s.queue->size() > 0)
         trigger_pass(self);
+      s.ended.emplace_back(id, std::chrono::steady_clock::now());
+      retire_ended(self);
+    },
+    [self](retire_atom) {
+      retire_ended(self);
+      self->delayed_send(self, std::chrono::seconds(1), retire_atom::value);
     },
     [self](cancel_atom, std::uint64_t id) {
       self->state.queue->remove(id);

@@ -13,9 +13,6 @@ namespace {
 
 namespace json = boost::json;
 
-// How long an ended task stays for late readers (GET, SSE replay).
-constexpr std::chrono::minutes retention{10};
-
 struct sse_event {
   std::string name;
   std::string data; // JSON
@@ -83,8 +80,8 @@ void finish(task_actor* self, std::string state, std::string name, std::string d
                .count());
   if (st.agent)
     self->demonitor(st.agent);
-  self->send(st.settings.admission, release_atom::value, st.settings.engine_id); // its slot
-  self->delayed_send(self, retention, retire_atom::value); // admission sees it go down
+  // admission frees its slot, and retires it when it is no longer among the retained
+  self->send(st.settings.admission, release_atom::value, st.settings.engine_id);
 
 }
 

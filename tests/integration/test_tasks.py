@@ -126,6 +126,22 @@ def test_admission_errors(cluster, models):
     assert http("GET", cluster.orch.url + "/v2/tasks/nope", token=cluster.token)[0] == 404
 
 
+def test_only_the_newest_ended_tasks_are_retained(cluster, models):
+    cluster.start_orchestratord(extra={"admission": {"retained_tasks": 2}})
+    node_with_pool(cluster, models, "gpu-node-1", "pool-1")
+    assert wait_until(lambda: ready_pools(cluster), 10) is not None
+    ids = []
+    for _ in range(3):
+        status, _, body = submit(cluster, max_tokens=2)
+        assert status == 202, body
+        assert events(cluster, body["task_id"])[-1][0] == "end"
+        ids.append(body["task_id"])
+    url = f"{cluster.orch.url}/v2/tasks/"
+    assert wait_until(lambda: http("GET", url + ids[0], token=cluster.token)[0] == 404, 5) is not None
+    for task_id in ids[1:]:
+        assert http("GET", url + task_id, token=cluster.token)[0] == 200
+
+
 def test_cancel_is_race_free(cluster, models):
     start(cluster, models)
     status, _, body = submit(cluster, max_tokens=250, task_id="long")

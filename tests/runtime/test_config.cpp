@@ -131,6 +131,7 @@ TEST_CASE("an empty orchestratord object gives the runbook defaults") {
   CHECK(c.heartbeat.timeout_ms == 30000);
   CHECK(c.admission_capacity == 100);
   CHECK(c.admission_policy == "reject");
+  CHECK(c.admission_retained_tasks == 10000);
   CHECK(c.placement_strategy == "least-loaded");
   CHECK(c.log_level == "info");
   CHECK(c.cloud_profile);
@@ -145,7 +146,7 @@ TEST_CASE("orchestratord config with comments and trailing commas") {
     /* cluster link */
     "cluster": { "listen": "[::1]:7071", "keepalive_ms": 100, "dead_after_ms": 1000 },
     "heartbeat": { "interval_ms": 1000, "timeout_ms": 3000 },
-    "admission": { "capacity": 5, "policy": "reject" },
+    "admission": { "capacity": 5, "policy": "reject", "retained_tasks": 7 },
     "placement": { "strategy": "least-loaded" },
     "log": { "level": "debug" },
     "cloud_profile": false,
@@ -163,6 +164,7 @@ TEST_CASE("orchestratord config with comments and trailing commas") {
   CHECK(c.heartbeat.interval_ms == 1000);
   CHECK(c.heartbeat.timeout_ms == 3000);
   CHECK(c.admission_capacity == 5);
+  CHECK(c.admission_retained_tasks == 7);
   CHECK(c.log_level == "debug");
   CHECK_FALSE(c.cloud_profile);
   CHECK(c.auth.token == "s3cret-token");
@@ -198,6 +200,8 @@ TEST_CASE("orchestratord validation names the path and what was expected") {
      "expected an integer from 10 to 3600000, found -1"},
     {R"({"heartbeat": {"interval_ms": "10s"}})", "$.heartbeat.interval_ms", "found \"10s\""},
     {R"({"heartbeat": {"interval_ms": null}})", "$.heartbeat.interval_ms", "found null"},
+    {R"({"admission": {"retained_tasks": -1}})", "$.admission.retained_tasks",
+     "expected an integer from 0 to 1000000, found -1"},
     {R"({"admission": {"capacity": 0}})", "$.admission.capacity",
      "expected an integer from 1 to 1000000, found 0"},
     {R"({"admission": {"policy": "drop"}})", "$.admission.policy",
