@@ -14,7 +14,8 @@
 //                                            the engine stops and the pool is unloaded
 //   (caf::get_atom)                        -> pool_runtime_view
 //   engine_generate / engine_cancel        from a task actor (through the node_agent); the engine's
-//                                          engine_token / engine_done are relayed to the task
+//                                          engine_token / engine_done are relayed to the task, the
+//                                          tokens as std::vector<engine_token> (those that queued up)
 #include "engines/engine_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/messages.hpp"
@@ -78,4 +79,5 @@ caf::actor spawn_pool(caf::actor_system& sys, pool_settings settings,
 CAF_BEGIN_TYPE_ID_BLOCK(llorch_pool, caf::first_custom_type_id + 150)
   CAF_ADD_TYPE_ID(llorch_pool, (llorch::pool_runtime_view))
   CAF_ADD_TYPE_ID(llorch_pool, (std::vector<llorch::pool_runtime_view>))
+  CAF_ADD_TYPE_ID(llorch_pool, (std::vector<llorch::engine::engine_token>))
 CAF_END_TYPE_ID_BLOCK(llorch_pool)
