@@ -19,8 +19,9 @@ cpu_transformer::cpu_transformer(std::shared_ptr<const model> m, int threads)
 
 namespace {
 
-// Multiply-adds below which a section runs on the calling thread alone.
-constexpr std::int64_t serial_work_limit = 1 << 16;
+// Multiply-adds below which a section runs on the calling thread alone. Attention's are slower
+// (strided keys and values, exp), so it splits sooner.
+constexpr std::int64_t serial_work_limit = 1 << 16, serial_attention_limit = 1 << 14;
 
 void rmsnorm(float* o, const float* x, const float* w, int n, float eps) {
   float ss = 0.0f;
@@ -44,12 +45,11 @@ void softmax(float* x, int n) {
 
 } // namespace
 
-void cpu_transformer::matmul(const std::vector<matmul_job>& jobs, const float* in, int n_rows) {
-  std::int64_t total = 0, work = 0;
+void cpu_transformer::matmul(const std::vector<matmul_job>& jobs, const float* in, int n_rows, bool swiglu) {
+  std::int64_t work = 0;
   bool quantised = false;
   const std::int64_t cols = jobs.front().w->cols; // every job reads the same input
   for (const auto& j : jobs) {
-    total += j.w->rows;
     work += j.w->rows * j.w->cols * n_rows;
     quantised = quantised || j.w->type == tensor_type::q8_0;
   }
@@ -62,34 +62,57 @@ void cpu_transformer::matmul(const std::vector<matmul_job>& jobs, const float* i
       quantize_q8(in + r * cols, static_cast<int>(cols), qx_.data() + r * cols,
                   qd_.data() + r * cols / q8_block_size);
   }
+  // work is handed out in blocks of 8 rows of one matrix, each multiplied into every sequence
+  constexpr std::int64_t block = 8;
+  std::int64_t blocks = 0;
+  for (const auto& j : jobs) blocks += (j.w->rows + block - 1) / block;
+  if (swiglu) blocks = (jobs[0].w->rows + block - 1) / block;
+  const batch_input batch{in, qx_.data(), qd_.data(), n_rows};
   const auto body = [&](std::int64_t begin, std::int64_t end, int) {
+    if (swiglu) {
+      // the same rows of w1 and w3, then silu(w1 x) * (w3 x) on them while in cache
+      const std::int64_t rows = jobs[0].w->rows, b = begin * block, e = std::min(end * block, rows);
+      for (const auto& j : jobs) dot_rows(*j.w, b, e, batch, j.out + b, rows);
+      for (int r = 0; r < n_rows; ++r)
+        for (std::int64_t i = r * rows + b; i < r * rows + e; ++i) {
+          float val = jobs[0].out[i];
+          val *= 1.0f / (1.0f + std::exp(-val)); // SiLU
+          jobs[0].out[i] = val * jobs[1].out[i];
+        }
+      return;
+    }
     std::int64_t base = 0;
     for (const auto& j : jobs) {
-      const std::int64_t rows = j.w->rows;
-      const std::int64_t b = std::max(begin - base, std::int64_t{0});
-      const std::int64_t e = std::min(end - base, rows);
-      // four weight rows at a time, every sequence of the batch while they are in cache
-      for (std::int64_t i = b; i < e; i += 4) {
-        const int count = static_cast<int>(std::min<std::int64_t>(4, e - i));
-        for (int r = 0; r < n_rows; ++r) {
-          float out[4];
-          dot_rows(*j.w, i, count, in + r * cols, qx_.data() + r * cols,
-                   qd_.data() + r * cols / q8_block_size, out, r == 0);
-          for (int k = 0; k < count; ++k) j.out[r * rows + i + k] = out[k];
-        }
-      }
-      base += rows;
+      const std::int64_t rows = j.w->rows, n_blocks = (rows + block - 1) / block;
+      const std::int64_t b = std::max(begin - base, std::int64_t{0}) * block;
+      const std::int64_t e = std::min((end - base) * block, rows);
+      if (b < e) dot_rows(*j.w, b, e, batch, j.out + b, rows);
+      base += n_blocks;
     }
   };
   // waking the other threads costs more than a small product saves
-  if (work < serial_work_limit) body(0, total, 0);
-  else pool_.parallel_for(total, 16, body);
+  if (work < serial_work_limit) body(0, blocks, 0);
+  else pool_.parallel_for(blocks, 2, body);
+}
+
+void cpu_transformer::extend_rope(int max_pos) {
+  // per position and pair: cos and sin of pos * base^(-head_dim / head_size), computed once
+  const model_config& c = model_->config;
+  const int hs = c.head_size();
+  for (int pos = rope_positions_; pos <= max_pos; ++pos)
+    for (int i = 0; i < hs; i += 2) {
+      const float freq = 1.0f / std::pow(c.rope_base, static_cast<float>(i) / static_cast<float>(hs));
+      const float val = static_cast<float>(pos) * freq;
+      rope_.push_back(std::cos(val));
+      rope_.push_back(std::sin(val));
+    }
+  rope_positions_ = std::max(rope_positions_, max_pos + 1);
 }
 
 void cpu_transformer::attention(const std::vector<batch_row>& rows, int layer) {
   const model_config& c = model_->config;
   const int hs = c.head_size(), n_heads = c.n_heads, kv_mul = c.n_heads / c.n_kv_heads;
-  const int dim = c.dim;
+  const int dim = c.dim, kv_stride = c.kv_dim(); // floats between positions in the cache
   int max_len = 0;
   for (const auto& r : rows) max_len = std::max(max_len, r.pos + 1);
   att_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(max_len));
@@ -105,23 +128,15 @@ void cpu_transformer::attention(const std::vector<batch_row>& rows, int layer) {
       const batch_row& row = rows[ri];
       const float* q = q_.data() + ri * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h * hs);
       const int kv_off = (h / kv_mul) * hs;
-      for (int p = 0; p <= row.pos; ++p) {
-        const float* k = row.cache->key(layer, p) + kv_off;
-        float score = 0.0f;
-        for (int i = 0; i < hs; ++i) score += q[i] * k[i];
-        att[p] = score / scale;
-      }
+      dot_f32_rows(row.cache->key(layer, 0) + kv_off, static_cast<std::size_t>(kv_stride), row.pos + 1, q, hs, att);
+      for (int p = 0; p <= row.pos; ++p) att[p] /= scale;
       softmax(att, row.pos + 1);
       float* out = xb_.data() + ri * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h * hs);
-      std::fill(out, out + hs, 0.0f);
-      for (int p = 0; p <= row.pos; ++p) {
-        const float* v = row.cache->value(layer, p) + kv_off;
-        const float a = att[p];
-        for (int i = 0; i < hs; ++i) out[i] += a * v[i];
-      }
+      weighted_sum(att, row.cache->value(layer, 0) + kv_off, static_cast<std::size_t>(kv_stride), row.pos + 1, hs,
+                   out);
     }
   };
-  if (work < serial_work_limit) body(0, tasks, 0);
+  if (work < serial_attention_limit) body(0, tasks, 0);
   else pool_.parallel_for(tasks, 1, body);
 }
 
@@ -143,6 +158,9 @@ void cpu_transformer::forward(const std::vector<batch_row>& rows, std::vector<fl
   hb2_.resize(N * H);
 
   for (std::size_t r = 0; r < N; ++r) row_to_f32(m.embedding, rows[r].token, x_.data() + r * D);
+  int max_pos = 0;
+  for (const auto& r : rows) max_pos = std::max(max_pos, r.pos);
+  extend_rope(max_pos);
 
   for (int l = 0; l < c.n_layers; ++l) {
     const layer_weights& w = m.layers[static_cast<std::size_t>(l)];
@@ -155,11 +173,9 @@ void cpu_transformer::forward(const std::vector<batch_row>& rows, std::vector<fl
       float* q = q_.data() + r * D;
       float* k = k_.data() + r * KV;
       const int pos = rows[r].pos;
+      const float* cs = rope_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs);
       for (int i = 0; i < dim; i += 2) {
-        const int head_dim = i % hs;
-        const float freq = 1.0f / std::pow(c.rope_base, static_cast<float>(head_dim) / static_cast<float>(hs));
-        const float val = static_cast<float>(pos) * freq;
-        const float fcr = std::cos(val), fci = std::sin(val);
+        const float fcr = cs[i % hs], fci = cs[i % hs + 1];
         const int rotn = i < kv_dim ? 2 : 1;
         for (int v = 0; v < rotn; ++v) {
           float* vec = v == 0 ? q : k;
@@ -178,12 +194,7 @@ void cpu_transformer::forward(const std::vector<batch_row>& rows, std::vector<fl
 
     for (std::size_t r = 0; r < N; ++r)
       rmsnorm(xb_.data() + r * D, x_.data() + r * D, w.ffn_norm.f32(), dim, c.norm_eps);
-    matmul({{&w.w1, hb_.data()}, {&w.w3, hb2_.data()}}, xb_.data(), n);
-    for (std::size_t i = 0; i < N * H; ++i) {
-      float val = hb_[i];
-      val *= 1.0f / (1.0f + std::exp(-val)); // SiLU
-      hb_[i] = val * hb2_[i];
-    }
+    matmul({{&w.w1, hb_.data()}, {&w.w3, hb2_.data()}}, xb_.data(), n, true);
     matmul({{&w.w2, xb_.data()}}, hb_.data(), n);
     for (std::size_t i = 0; i < N * D; ++i) x_[i] += xb_[i];
   }

@@ -52,17 +52,22 @@ public:
 
 private:
   // out[r][i] = dot(w row i, in[r]) for r < n_rows; several matrices share one parallel section.
+  // swiglu: jobs are w1 and w3 (same shape), and jobs[0].out becomes silu(w1 x) * (w3 x).
   struct matmul_job {
     const tensor* w;
     float* out;
   };
-  void matmul(const std::vector<matmul_job>& jobs, const float* in, int n_rows);
+  void matmul(const std::vector<matmul_job>& jobs, const float* in, int n_rows, bool swiglu = false);
   void attention(const std::vector<batch_row>& rows, int layer);
+  // Grows the RoPE table to cover positions up to max_pos.
+  void extend_rope(int max_pos);
 
   std::shared_ptr<const model> model_;
   thread_pool pool_;
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, qd_;
   std::vector<std::int8_t> qx_;
+  std::vector<float> rope_; // [pos][head_size / 2][cos, sin]
+  int rope_positions_ = 0;
 };
 
 } // namespace llorch::engine

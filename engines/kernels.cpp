@@ -1,5 +1,6 @@
 #include "engines/kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <immintrin.h>
@@ -60,13 +61,12 @@ void quantize_q8(const float* x, int n, std::int8_t* q, float* d) {
 
 namespace {
 
-// The fixed reduction trees shared by both paths.
-inline float reduce16(const float* a) {
-  float s8[8], s4[4];
-  for (int k = 0; k < 8; ++k) s8[k] = a[k] + a[k + 8];
-  for (int k = 0; k < 4; ++k) s4[k] = s8[k] + s8[k + 4];
-  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
+// Rows per block: the unit of work, and how far ahead the first sequences prefetch.
+constexpr int block_rows = 8;
+// Sequences that share one load of a weight vector.
+constexpr int max_seqs = 4;
+
+// The fixed reduction tree shared by both paths.
 inline float reduce8(const float* a) {
   float s4[4];
   for (int k = 0; k < 4; ++k) s4[k] = a[k] + a[k + 4];
@@ -79,24 +79,24 @@ inline float load_f16(const std::uint8_t* w, int i) {
   return f16_to_f32(v);
 }
 
-// ---- portable path
-
-float dot_f32_portable(const float* w, const float* x, int n) {
-  float acc[16] = {};
-  int j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int k = 0; k < 16; ++k) acc[k] += w[j + k] * x[j + k];
-  for (int k = 0; j < n; ++j, ++k) acc[k] += w[j] * x[j];
-  return reduce16(acc);
+inline float load_weight(tensor_type type, const std::uint8_t* w, int i) {
+  if (type == tensor_type::f16) return load_f16(w, i);
+  float v;
+  std::memcpy(&v, w + 4 * i, 4);
+  return v;
 }
 
-float dot_f16_portable(const std::uint8_t* w, const float* x, int n) {
-  float acc[16] = {};
-  int j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int k = 0; k < 16; ++k) acc[k] += load_f16(w, j + k) * x[j + k];
-  for (int k = 0; j < n; ++j, ++k) acc[k] += load_f16(w, j) * x[j];
-  return reduce16(acc);
+// ---- portable path: one (row, sequence) at a time
+
+float dot_float_portable(tensor_type type, const std::uint8_t* w, const float* x, int n) {
+  float acc[8] = {};
+  for (int j = 0; j < n; j += 8)
+    for (int k = 0; k < 8; ++k) {
+      // past n the row counts as zero-padded, as in the AVX2 tail
+      const bool in = j + k < n;
+      acc[k] = std::fma(in ? load_weight(type, w, j + k) : 0.0f, in ? x[j + k] : 0.0f, acc[k]);
+    }
+  return reduce8(acc);
 }
 
 float dot_q8_portable(const std::uint8_t* w, const std::int8_t* qx, const float* qd, int n) {
@@ -111,162 +111,258 @@ float dot_q8_portable(const std::uint8_t* w, const std::int8_t* qx, const float*
     for (int lane = 0; lane < 8; ++lane) {
       int s = 0;
       for (int k = 4 * lane; k < 4 * lane + 4; ++k) s += int{qw[k]} * int{xq[k]};
-      acc[lane] += static_cast<float>(s) * d;
+      acc[lane] = std::fma(static_cast<float>(s), d, acc[lane]); // |s| < 2^16: exact as float
     }
   }
   return reduce8(acc);
 }
 
-// ---- AVX2 path: several rows at once so their independent sums hide the add latency
+void dot_rows_portable(const tensor& t, std::int64_t begin, std::int64_t end, const batch_input& in,
+                       float* out, std::int64_t out_stride) {
+  const int n = static_cast<int>(t.cols);
+  for (std::int64_t i = begin; i < end; ++i)
+    for (int s = 0; s < in.seqs; ++s) {
+      const auto off = static_cast<std::size_t>(s) * static_cast<std::size_t>(n);
+      float& o = out[s * out_stride + (i - begin)];
+      if (t.type == tensor_type::q8_0)
+        o = dot_q8_portable(t.row(i), in.qx + off, in.qd + off / q8_block_size, n);
+      else
+        o = dot_float_portable(t.type, t.row(i), in.x + off, n);
+    }
+}
 
-#define LLORCH_AVX2 __attribute__((target("avx2,f16c")))
+// ---- AVX2 path: R rows x S sequences of independent sums per call, each weight vector loaded
+// once for all S sequences; R * S = 8 accumulators cover the FMA latency.
 
-// reduce8 / reduce16 in registers, the same additions in the same order.
+#define LLORCH_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// reduce8 in registers, the same additions in the same order.
 LLORCH_AVX2 inline float tree8(__m256 s8) {
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
   const __m128 t = _mm_add_ps(s4, _mm_movehl_ps(s4, s4)); // (s4[0]+s4[2], s4[1]+s4[3])
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
-LLORCH_AVX2 inline float tree16(__m256 a0, __m256 a1) { return tree8(_mm256_add_ps(a0, a1)); }
 
-template <int R, bool P>
-LLORCH_AVX2 void dot_f32_avx2(const float* const* w, const float* x, int n, float* out) {
-  __m256 a0[R], a1[R];
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
-  int j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-    for (int r = 0; r < R; ++r) {
-      // the same offset in the next group of rows: keeps a steady stream of lines in flight
-      if (P) _mm_prefetch(reinterpret_cast<const char*>(w[r] + j + R * n), _MM_HINT_T0);
-      a0[r] = _mm256_add_ps(a0[r], _mm256_mul_ps(_mm256_loadu_ps(w[r] + j), x0));
-      a1[r] = _mm256_add_ps(a1[r], _mm256_mul_ps(_mm256_loadu_ps(w[r] + j + 8), x1));
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    if (j == n) {
-      out[r] = tree16(a0[r], a1[r]);
-      continue;
-    }
-    alignas(32) float acc[16];
-    _mm256_store_ps(acc, a0[r]);
-    _mm256_store_ps(acc + 8, a1[r]);
-    for (int jj = j, k = 0; jj < n; ++jj, ++k) acc[k] += w[r][jj] * x[jj];
-    out[r] = reduce16(acc);
+// out[s * out_stride + r] = tree8(acc[r][s]). Eight sums go through one transposed tree: the
+// same additions of the same operands as tree8, a third of the instructions.
+template <int R, int S>
+LLORCH_AVX2 inline void store_sums(const __m256 (&acc)[R][S], float* out, std::int64_t out_stride) {
+  if constexpr (R * S == 8) {
+    const __m256* a = &acc[0][0];
+    __m256 s4[4]; // [lo + hi of a[2i] | lo + hi of a[2i+1]]
+    for (int i = 0; i < 4; ++i)
+      s4[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x20),
+                            _mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x31));
+    __m256 t[2]; // (s4[0] + s4[2], s4[1] + s4[3]) of each
+    for (int i = 0; i < 2; ++i)
+      t[i] = _mm256_add_ps(_mm256_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm256_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // sums of a[0], a[2], a[4], a[6], a[1], a[3], a[5], a[7]
+    alignas(32) float sums[8];
+    _mm256_store_ps(sums, _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                        _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1))));
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) {
+        const int i = r * S + s;
+        out[s * out_stride + r] = sums[i / 2 + (i % 2) * 4];
+      }
+  } else {
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) out[s * out_stride + r] = tree8(acc[r][s]);
   }
 }
 
-template <int R, bool P>
-LLORCH_AVX2 void dot_f16_avx2(const std::uint8_t* const* w, const float* x, int n, float* out) {
-  __m256 a0[R], a1[R];
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
-  int j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-    for (int r = 0; r < R; ++r) {
-      if (P) _mm_prefetch(reinterpret_cast<const char*>(w[r] + 2 * j + 2 * R * n), _MM_HINT_T0);
-      const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 2 * j)));
-      const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 2 * j + 16)));
-      a0[r] = _mm256_add_ps(a0[r], _mm256_mul_ps(w0, x0));
-      a1[r] = _mm256_add_ps(a1[r], _mm256_mul_ps(w1, x1));
-    }
-  }
+template <tensor_type T>
+LLORCH_AVX2 inline __m256 load8(const std::uint8_t* w, int j) {
+  if constexpr (T == tensor_type::f16)
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2 * j)));
+  else
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + j);
+}
+
+// One step of 8 elements from j: each row's weight vector meets every sequence.
+template <tensor_type T, int R, int S>
+LLORCH_AVX2 inline void fma_step(__m256 (&acc)[R][S], const std::uint8_t* w, std::size_t row_bytes,
+                                 const float* x, int n, int j) {
+  __m256 xs[S];
+  for (int s = 0; s < S; ++s) xs[s] = _mm256_loadu_ps(x + s * n + j);
   for (int r = 0; r < R; ++r) {
-    if (j == n) {
-      out[r] = tree16(a0[r], a1[r]);
-      continue;
-    }
-    alignas(32) float acc[16];
-    _mm256_store_ps(acc, a0[r]);
-    _mm256_store_ps(acc + 8, a1[r]);
-    for (int jj = j, k = 0; jj < n; ++jj, ++k) acc[k] += load_f16(w[r], jj) * x[jj];
-    out[r] = reduce16(acc);
+    const __m256 wv = load8<T>(w + r * row_bytes, j);
+    for (int s = 0; s < S; ++s) acc[r][s] = _mm256_fmadd_ps(wv, xs[s], acc[r][s]);
   }
 }
 
-template <int R, bool P>
-LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* const* w, const std::int8_t* qx, const float* qd, int n,
-                             float* out) {
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+// out[s * out_stride + r] = dot(row r at w, x + s * n) for r < R * groups, rows row_bytes apart.
+template <tensor_type T, int R, int S, bool P>
+LLORCH_AVX2 void dot_float_avx2(const std::uint8_t* w, std::size_t row_bytes, int groups, const float* x, int n,
+                                float* out, std::int64_t out_stride) {
+  constexpr int elem = T == tensor_type::f16 ? 2 : 4;
+  for (int g = 0; g < groups; ++g, w += R * row_bytes, out += R) {
+    __m256 acc[R][S];
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+      if (P) // the same offset in the next block: keeps a steady stream of lines in flight
+        for (int r = 0; r < R; ++r)
+          _mm_prefetch(reinterpret_cast<const char*>(w + (r + block_rows) * row_bytes + j * elem), _MM_HINT_T0);
+      fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
+      fma_step<T, R, S>(acc, w, row_bytes, x, n, j + 8);
+    }
+    for (; j + 8 <= n; j += 8) fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
+    if (j < n) { // the tail, zero-padded to 8 (fma(0, 0, a) == a)
+      alignas(32) float wt[R][8] = {}, xt[S][8] = {};
+      for (int k = 0; j + k < n; ++k) {
+        for (int r = 0; r < R; ++r) wt[r][k] = load_weight(T, w + r * row_bytes, j + k);
+        for (int s = 0; s < S; ++s) xt[s][k] = x[s * n + j + k];
+      }
+      for (int r = 0; r < R; ++r)
+        for (int s = 0; s < S; ++s) acc[r][s] = _mm256_fmadd_ps(_mm256_load_ps(wt[r]), _mm256_load_ps(xt[s]), acc[r][s]);
+    }
+    store_sums<R, S>(acc, out, out_stride);
+  }
+}
+
+template <int R, int S, bool P>
+LLORCH_AVX2 void dot_q8_avx2(const std::uint8_t* w, std::size_t row_bytes, int groups, const std::int8_t* qx,
+                             const float* qd, int n, float* out, std::int64_t out_stride) {
+  const int nb = n / q8_block_size;
   const __m256i ones = _mm256_set1_epi16(1);
-  const std::size_t row_bytes = static_cast<std::size_t>(R) * static_cast<std::size_t>(n / q8_block_size) * q8_block_bytes;
-  for (int b = 0; b < n / q8_block_size; ++b) {
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * q8_block_size));
-    for (int r = 0; r < R; ++r) {
-      const std::uint8_t* blk = w[r] + b * q8_block_bytes;
-      if (P) _mm_prefetch(reinterpret_cast<const char*>(blk + row_bytes), _MM_HINT_T0);
-      std::uint16_t dh;
-      std::memcpy(&dh, blk, 2);
-      // F16C conversion: exact, so the same value as f16_to_f32
-      const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh) * qd[b]);
-      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-      // |w| * (x with w's sign): unsigned x signed byte products, pairs summed in 16 bits
-      // (at most 2 * 128 * 127, no saturation), then groups of four in 32 bits
-      const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-      const __m256i p32 = _mm256_madd_epi16(p16, ones);
-      acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(p32), d));
+  for (int g = 0; g < groups; ++g, w += R * row_bytes, out += R) {
+    __m256 acc[R][S];
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      __m256i xq[S];
+      for (int s = 0; s < S; ++s)
+        xq[s] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + s * n + b * q8_block_size));
+      for (int r = 0; r < R; ++r) {
+        const std::uint8_t* blk = w + r * row_bytes + b * q8_block_bytes;
+        if (P) _mm_prefetch(reinterpret_cast<const char*>(blk + block_rows * row_bytes), _MM_HINT_T0);
+        std::uint16_t dh;
+        std::memcpy(&dh, blk, 2);
+        const float dw = _cvtsh_ss(dh); // F16C conversion: exact, so the same value as f16_to_f32
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        const __m256i aw = _mm256_sign_epi8(wq, wq);
+        for (int s = 0; s < S; ++s) {
+          // |w| * (x with w's sign): unsigned x signed byte products, pairs summed in 16 bits
+          // (at most 2 * 128 * 127, no saturation), then groups of four in 32 bits
+          const __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq[s], wq));
+          const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+          acc[r][s] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * qd[s * nb + b]), acc[r][s]);
+        }
+      }
     }
+    store_sums<R, S>(acc, out, out_stride);
   }
-  for (int r = 0; r < R; ++r) out[r] = tree8(acc[r]);
+}
+
+// R * groups rows from row0 for S sequences from in's sequence s0; o: row0's value for s0.
+template <int R, int S, bool P>
+void rows_avx2(const tensor& t, std::int64_t row0, int groups, const batch_input& in, int s0, float* o,
+               std::int64_t out_stride) {
+  const int n = static_cast<int>(t.cols);
+  const auto off = static_cast<std::size_t>(s0) * static_cast<std::size_t>(n);
+  const std::uint8_t* w = t.row(row0);
+  const std::size_t rb = t.row_size();
+  switch (t.type) {
+  case tensor_type::f32: dot_float_avx2<tensor_type::f32, R, S, P>(w, rb, groups, in.x + off, n, o, out_stride); return;
+  case tensor_type::f16: dot_float_avx2<tensor_type::f16, R, S, P>(w, rb, groups, in.x + off, n, o, out_stride); return;
+  case tensor_type::q8_0:
+    dot_q8_avx2<R, S, P>(w, rb, groups, in.qx + off, in.qd + off / q8_block_size, n, o, out_stride);
+    return;
+  }
+}
+
+// One block of `count` rows (a full block, or fewer at the end of the range) for S sequences:
+// fewer rows at a time the more sequences share them, so that R * S accumulators stay in registers.
+template <int S, bool P>
+void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, float* o,
+                std::int64_t out_stride) {
+  constexpr int R = S == 1 ? 8 : S == 2 ? 4 : 2;
+  if (count == block_rows) rows_avx2<R, S, P>(t, row0, block_rows / R, in, s0, o, out_stride);
+  else rows_avx2<1, S, P>(t, row0, count, in, s0, o, out_stride);
+}
+
+template <bool P>
+void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, int seqs,
+                float* o, std::int64_t out_stride) {
+  switch (seqs) {
+  case 1: block_avx2<1, P>(t, row0, count, in, s0, o, out_stride); return;
+  case 2: block_avx2<2, P>(t, row0, count, in, s0, o, out_stride); return;
+  case 3: block_avx2<3, P>(t, row0, count, in, s0, o, out_stride); return;
+  default: block_avx2<4, P>(t, row0, count, in, s0, o, out_stride); return;
+  }
+}
+
+// out[0, 8 * B) of weighted_sum, all in registers.
+template <int B>
+LLORCH_AVX2 void weighted_sum_avx2(const float* w, const float* v, std::size_t stride, int count, float* out) {
+  __m256 acc[B];
+  for (int b = 0; b < B; ++b) acc[b] = _mm256_setzero_ps();
+  for (int p = 0; p < count; ++p) {
+    const float* vp = v + static_cast<std::size_t>(p) * stride;
+    // positions are too far apart for the hardware prefetcher
+    if (p + 8 < count)
+      for (int b = 0; b < B; b += 2) _mm_prefetch(reinterpret_cast<const char*>(vp + 8 * stride + 8 * b), _MM_HINT_T0);
+    const __m256 wp = _mm256_set1_ps(w[p]);
+    for (int b = 0; b < B; ++b) acc[b] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vp + 8 * b), acc[b]);
+  }
+  for (int b = 0; b < B; ++b) _mm256_storeu_ps(out + 8 * b, acc[b]);
 }
 
 bool detect_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 bool g_avx2 = detect_avx2();
-
-template <int R, bool P>
-void dot_rows_avx2(const tensor& t, std::int64_t row0, const float* x, const std::int8_t* qx,
-                   const float* qd, float* out) {
-  const std::uint8_t* w[R];
-  for (int r = 0; r < R; ++r) w[r] = t.row(row0 + r);
-  const int n = static_cast<int>(t.cols);
-  switch (t.type) {
-  case tensor_type::f32: {
-    const float* wf[R];
-    for (int r = 0; r < R; ++r) wf[r] = reinterpret_cast<const float*>(w[r]);
-    dot_f32_avx2<R, P>(wf, x, n, out);
-    return;
-  }
-  case tensor_type::f16: dot_f16_avx2<R, P>(w, x, n, out); return;
-  case tensor_type::q8_0: dot_q8_avx2<R, P>(w, qx, qd, n, out); return;
-  }
-}
 
 } // namespace
 
 const char* kernel_path() { return g_avx2 ? "avx2" : "portable"; }
 void force_portable_kernels(bool on) { g_avx2 = on ? false : detect_avx2(); }
 
-void dot_rows(const tensor& t, std::int64_t row0, int count, const float* x, const std::int8_t* qx,
-              const float* qd, float* out, bool prefetch_next) {
-  if (g_avx2) {
-    if (prefetch_next) {
-      switch (count) {
-      case 4: dot_rows_avx2<4, true>(t, row0, x, qx, qd, out); return;
-      case 3: dot_rows_avx2<3, true>(t, row0, x, qx, qd, out); return;
-      case 2: dot_rows_avx2<2, true>(t, row0, x, qx, qd, out); return;
-      default: dot_rows_avx2<1, true>(t, row0, x, qx, qd, out); return;
-      }
-    }
-    switch (count) {
-    case 4: dot_rows_avx2<4, false>(t, row0, x, qx, qd, out); return;
-    case 3: dot_rows_avx2<3, false>(t, row0, x, qx, qd, out); return;
-    case 2: dot_rows_avx2<2, false>(t, row0, x, qx, qd, out); return;
-    default: dot_rows_avx2<1, false>(t, row0, x, qx, qd, out); return;
-    }
+void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch_input& in, float* out,
+              std::int64_t out_stride) {
+  if (!g_avx2) {
+    dot_rows_portable(t, begin, end, in, out, out_stride);
+    return;
   }
-  const int n = static_cast<int>(t.cols);
-  for (int r = 0; r < count; ++r) {
-    const std::uint8_t* w = t.row(row0 + r);
-    switch (t.type) {
-    case tensor_type::f32: out[r] = dot_f32_portable(reinterpret_cast<const float*>(w), x, n); break;
-    case tensor_type::f16: out[r] = dot_f16_portable(w, x, n); break;
-    case tensor_type::q8_0: out[r] = dot_q8_portable(w, qx, qd, n); break;
-    }
+  for (std::int64_t i = begin; i < end; i += block_rows) {
+    const int count = static_cast<int>(std::min<std::int64_t>(block_rows, end - i));
+    float* o = out + (i - begin);
+    // the first sequences stream the block in from memory and ask for the next one
+    block_avx2<true>(t, i, count, in, 0, std::min(in.seqs, max_seqs), o, out_stride);
+    for (int s0 = max_seqs; s0 < in.seqs; s0 += max_seqs)
+      block_avx2<false>(t, i, count, in, s0, std::min(in.seqs - s0, max_seqs), o + s0 * out_stride,
+                        out_stride);
+  }
+}
+
+void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b, int n, float* out) {
+  const auto* w = reinterpret_cast<const std::uint8_t*>(a);
+  const std::size_t row_bytes = stride * sizeof(float);
+  if (!g_avx2) {
+    for (int p = 0; p < count; ++p) out[p] = dot_float_portable(tensor_type::f32, w + p * row_bytes, b, n);
+    return;
+  }
+  // positions are too far apart for the hardware prefetcher: each group asks for the next
+  const int groups = count / block_rows, p = groups * block_rows;
+  dot_float_avx2<tensor_type::f32, block_rows, 1, true>(w, row_bytes, groups, b, n, out, 0);
+  dot_float_avx2<tensor_type::f32, 1, 1, false>(w + p * row_bytes, row_bytes, count - p, b, n, out + p, 0);
+}
+
+void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out) {
+  int i = 0;
+  if (g_avx2) {
+    for (; i + 32 <= n; i += 32) weighted_sum_avx2<4>(w, v + i, stride, count, out + i);
+    for (; i + 8 <= n; i += 8) weighted_sum_avx2<1>(w, v + i, stride, count, out + i);
+  }
+  for (; i < n; ++i) {
+    float acc = 0.0f;
+    for (int p = 0; p < count; ++p) acc = std::fma(w[p], v[static_cast<std::size_t>(p) * stride + i], acc);
+    out[i] = acc;
   }
 }
 
@@ -279,7 +375,7 @@ float dot_row(const tensor& t, std::int64_t row, const float* x) {
     quantize_q8(x, static_cast<int>(t.cols), q.data(), d.data());
   }
   float out = 0.0f;
-  dot_rows(t, row, 1, x, q.data(), d.data(), &out, true);
+  dot_rows(t, row, row + 1, {x, q.data(), d.data(), 1}, &out, 0);
   return out;
 }
 

@@ -1,10 +1,13 @@
 #pragma once
-// Dot products of weight rows with activation vectors, for each weight type, with one fixed
-// arithmetic per row: f32/f16 rows use 16 interleaved partial sums (lane k takes elements j with
-// j % 16 == k) reduced by a fixed pairwise tree; Q8_0 rows multiply against the activation
-// quantised to 8 bits per 32-block (integer block sums are exact), accumulated in 8 lanes and
-// reduced the same way. The AVX2 and portable paths give bit-identical results, and a row's
-// value never depends on how many rows, sequences or threads share the call.
+// Dot products of weight rows with the activation vectors of a batch of sequences, for each
+// weight type, with one fixed arithmetic per (row, sequence): f32/f16 rows, zero-padded to a
+// multiple of 8, use 8 interleaved partial sums (lane k takes elements j with j % 8 == k, each
+// step a fused multiply-add in j order) reduced by a fixed pairwise tree; Q8_0 rows multiply
+// against the activation quantised to 8 bits per 32-block (integer block sums are exact), each
+// group of four products scaled by d_w * d_x with a fused multiply-add into 8 lanes, reduced the
+// same way. The AVX2 and portable (std::fma) paths give bit-identical results, and a value never
+// depends on how many rows, sequences or threads share the call: the kernels only change which
+// loads are shared (a weight vector is loaded once for up to 4 sequences), never the arithmetic.
 #include <cstdint>
 #include <vector>
 
@@ -22,11 +25,28 @@ struct q8_activation {
 };
 void quantize_q8(const float* x, int n, std::int8_t* q, float* d);
 
-// out[k] = dot(row row0 + k of t, x) for k < count (count 1..4). qx/qd: x quantised by
-// quantize_q8, used only when t is Q8_0. prefetch_next asks for the next group of rows to be
-// fetched meanwhile (once per group: the other sequences of a batch find the rows in cache).
-void dot_rows(const tensor& t, std::int64_t row0, int count, const float* x, const std::int8_t* qx,
-              const float* qd, float* out, bool prefetch_next);
+// The inputs of a batch of sequences to one matrix: sequence s's vector is x + s * cols and,
+// only for Q8_0 weights, its quantize_q8 form qx + s * cols, qd + s * cols / 32.
+struct batch_input {
+  const float* x = nullptr;
+  const std::int8_t* qx = nullptr;
+  const float* qd = nullptr;
+  int seqs = 1;
+};
+
+// out[s * out_stride + i - begin] = dot(row i of t, sequence s) for begin <= i < end, s < in.seqs.
+// Rows go in blocks of 8, each block multiplied into the sequences 4 at a time while it is in
+// cache; the first 4 prefetch the next block.
+void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch_input& in, float* out,
+              std::int64_t out_stride);
+
+// out[p] = dot(a + p * stride, b) over n floats for p < count, with the f32 row arithmetic
+// above (attention scores: a holds the keys of consecutive positions).
+void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b, int n, float* out);
+
+// out[i] = sum over p < count of w[p] * v[p * stride + i] for i < n, one fused multiply-add per
+// p in p order (attention's weighted values); the same on both paths.
+void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out);
 
 // Single-row convenience (quantises x itself for Q8_0).
 float dot_row(const tensor& t, std::int64_t row, const float* x);

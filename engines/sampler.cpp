@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 
 namespace llorch::engine {
 
@@ -21,11 +24,41 @@ double uniform_draw(std::uint64_t seed, std::uint64_t index) {
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 
+// Four floats in one GCC/Clang vector (element-wise operations, exact).
+using f32x4 = float __attribute__((vector_size(16)));
+using i32x4 = std::int32_t __attribute__((vector_size(16)));
+
 int argmax(const float* logits, int n) {
-  int best = 0;
-  for (int i = 1; i < n; ++i)
-    if (logits[i] > logits[best]) best = i; // strict: the lowest id wins a tie
-  return best;
+  // The first maximum, as a sequential scan finds it, in two vector passes: the largest value
+  // (NaN never wins a comparison), then the first element equal to it.
+  constexpr float lowest = -std::numeric_limits<float>::infinity();
+  f32x4 top[4];
+  for (auto& t : top) t = f32x4{lowest, lowest, lowest, lowest};
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int v = 0; v < 4; ++v) {
+      f32x4 x;
+      std::memcpy(&x, logits + i + 4 * v, sizeof x);
+      top[v] = x > top[v] ? x : top[v];
+    }
+  float m = lowest;
+  for (const auto& t : top)
+    for (int k = 0; k < 4; ++k) m = t[k] > m ? t[k] : m;
+  for (; i < n; ++i) m = logits[i] > m ? logits[i] : m;
+  // a NaN first logit, or nothing above -inf: the sequential scan's answer is 0
+  if (!(logits[0] == logits[0]) || !(m > lowest)) return 0;
+  const f32x4 mv{m, m, m, m};
+  for (i = 0; i + 4 <= n; i += 4) {
+    f32x4 x;
+    std::memcpy(&x, logits + i, sizeof x);
+    const i32x4 eq = x == mv;
+    std::uint64_t any[2];
+    std::memcpy(any, &eq, sizeof any);
+    if (any[0] | any[1]) break;
+  }
+  for (; logits[i] != m; ++i) {
+  }
+  return i;
 }
 
 int sampler::sample(const float* logits, int n, std::uint64_t index) {

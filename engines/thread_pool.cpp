@@ -28,14 +28,17 @@ void thread_pool::drain(std::uint64_t gen, int worker) {
   while (true) {
     std::uint64_t c = next_.load(std::memory_order_acquire);
     if ((c >> 32) != gen) return;
-    const std::int64_t k = static_cast<std::int64_t>(c & chunk_mask);
-    if (k >= chunks_.load(std::memory_order_acquire)) return;
-    if (!next_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
-    // the claimed chunk keeps this generation's job alive until it is counted as completed
-    const std::int64_t n = n_.load(std::memory_order_relaxed), size = chunk_.load(std::memory_order_relaxed);
-    const std::int64_t b = k * size, e = std::min(n, b + size);
+    // n_ and min_chunk_ may already belong to a later generation; then the claim below fails
+    const std::int64_t n = n_.load(std::memory_order_relaxed), min_chunk = min_chunk_.load(std::memory_order_relaxed);
+    const auto b = static_cast<std::int64_t>(c & chunk_mask);
+    if (b >= n) return;
+    // guided: a share of what is left, so the last chunks are small and the threads end together
+    const std::int64_t e = std::min(n, b + std::max(min_chunk, (n - b) / (2 * size())));
+    if (!next_.compare_exchange_weak(c, (gen << 32) | static_cast<std::uint64_t>(e), std::memory_order_acq_rel))
+      continue;
+    // the claimed range keeps this generation's job alive until it is counted as completed
     (*fn_.load(std::memory_order_acquire))(b, e, worker);
-    completed_.fetch_add(1, std::memory_order_acq_rel);
+    completed_.fetch_add(e - b, std::memory_order_acq_rel);
   }
 }
 
@@ -45,15 +48,10 @@ void thread_pool::parallel_for(std::int64_t n, std::int64_t min_chunk, const ran
     fn(0, n, 0);
     return;
   }
-  // about four chunks per thread balances load without many atomic claims
-  const std::int64_t parts = 4 * static_cast<std::int64_t>(size());
-  const std::int64_t chunk = std::max(min_chunk, (n + parts - 1) / parts);
-  const std::int64_t chunks = (n + chunk - 1) / chunk;
   const std::uint64_t gen = (++generation_) & chunk_mask;
   fn_.store(&fn, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
-  chunk_.store(chunk, std::memory_order_relaxed);
-  chunks_.store(chunks, std::memory_order_relaxed);
+  min_chunk_.store(std::max<std::int64_t>(1, min_chunk), std::memory_order_relaxed);
   completed_.store(0, std::memory_order_relaxed);
   next_.store(gen << 32, std::memory_order_release);
   {
@@ -62,7 +60,7 @@ void thread_pool::parallel_for(std::int64_t n, std::int64_t min_chunk, const ran
   }
   wake_.notify_all();
   drain(gen, 0);
-  for (int spins = 0; completed_.load(std::memory_order_acquire) != chunks; ++spins) {
+  for (int spins = 0; completed_.load(std::memory_order_acquire) != n; ++spins) {
     if (spins < 2048) cpu_relax();
     else std::this_thread::yield();
   }

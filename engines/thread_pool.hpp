@@ -1,7 +1,8 @@
 #pragma once
-// A fixed set of worker threads for the forward pass. parallel_for cuts [0, n) into chunks that
-// the caller and the workers claim from one atomic counter, so a worker the OS has not scheduled
-// yet costs nothing: the others take its chunks. Which thread runs a chunk never changes what it
+// A fixed set of worker threads for the forward pass. The caller and the workers claim chunks of
+// [0, n) from one atomic counter, each a share of what is left (large first, small last, so the
+// threads finish together), and a worker the OS has not scheduled yet costs nothing: the others
+// take its chunks. Which thread runs a chunk never changes what it
 // computes. Workers spin briefly before sleeping, since a decode step issues dozens of sections.
 #include <atomic>
 #include <condition_variable>
@@ -25,7 +26,7 @@ public:
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Runs fn over [0, n) in chunks of at least min_chunk and returns when all are done.
+  // Runs fn over [0, n) in chunks of at least min_chunk (but the last) and returns when all are done.
   void parallel_for(std::int64_t n, std::int64_t min_chunk, const range_fn& fn);
 
 private:
@@ -35,8 +36,8 @@ private:
 
   std::vector<std::thread> workers_;
   std::atomic<const range_fn*> fn_{nullptr};
-  std::atomic<std::int64_t> n_{0}, chunk_{1}, chunks_{0};
-  std::atomic<std::uint64_t> next_{0}; // generation << 32 | next chunk to claim
+  std::atomic<std::int64_t> n_{0}, min_chunk_{1};
+  std::atomic<std::uint64_t> next_{0}; // generation << 32 | start of the next chunk to claim
   std::atomic<std::int64_t> completed_{0};
   std::uint64_t generation_ = 0;
   std::atomic<std::uint64_t> posted_{0};

@@ -2,6 +2,7 @@
 // formats, quantisation error bounds, and hostile files that must fail with a named reason.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -215,26 +216,60 @@ TEST_CASE("a llama2.c checkpoint with the wrong tokenizer.bin is refused") {
   CHECK(missing.message().find("cannot open") != std::string::npos);
 }
 
-TEST_CASE("portable and AVX2 kernels give bit-identical dot products, alone or in row groups") {
+namespace {
+
+// Every (row, sequence) value of t for `seqs` inputs, computed by dot_rows over [begin, end) cut
+// into ranges of `step` rows; out[s * rows + i].
+std::vector<float> batched(const tensor& t, const std::vector<float>& x, int seqs, std::int64_t step) {
+  const auto n = static_cast<std::size_t>(t.cols);
+  std::vector<std::int8_t> q(x.size());
+  std::vector<float> d(x.size() / 32);
+  if (t.type == tensor_type::q8_0)
+    for (std::size_t s = 0; s < static_cast<std::size_t>(seqs); ++s)
+      quantize_q8(x.data() + s * n, static_cast<int>(n), q.data() + s * n, d.data() + s * n / 32);
+  std::vector<float> out(static_cast<std::size_t>(seqs * t.rows), -1.0f);
+  for (std::int64_t b = 0; b < t.rows; b += step)
+    dot_rows(t, b, std::min(t.rows, b + step), {x.data(), q.data(), d.data(), seqs}, out.data() + b, t.rows);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("portable and AVX2 kernels give bit-identical dot products, alone or batched") {
   auto m = load_ok(test_model("tiny", "gguf", "q8_0"));
   auto h = load_ok(test_model("tiny", "gguf", "f16"));
   auto f = load_ok(test_model("tiny", "gguf", "f32"));
-  std::vector<float> x(192);
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.37f);
-  for (const tensor* t : {&m->layers[0].w2, &h->layers[0].w2, &f->layers[0].w2, &f->layers[0].wq}) {
-    std::vector<float> fast, slow, grouped(static_cast<std::size_t>(t->rows));
-    for (std::int64_t r = 0; r < t->rows; ++r) fast.push_back(dot_row(*t, r, x.data()));
-    INFO("dispatch picked " << kernel_path());
+  // rows whose length is no multiple of 8 take the zero-padded tail
+  std::vector<std::uint8_t> odd32(29 * 13 * 4), odd16(29 * 13 * 2);
+  for (std::size_t i = 0; i < 29 * 13; ++i) {
+    const float v = std::cos(static_cast<float>(i) * 0.61f);
+    std::memcpy(&odd32[4 * i], &v, 4);
+    const std::uint16_t hv = f32_to_f16(v);
+    std::memcpy(&odd16[2 * i], &hv, 2);
+  }
+  const tensor t32{tensor_type::f32, odd32.data(), 29, 13}, t16{tensor_type::f16, odd16.data(), 29, 13};
+  constexpr int seqs = 7;
+  const std::vector<const tensor*> tensors{&m->layers[0].w2, &h->layers[0].w2, &f->layers[0].w2, &f->layers[0].wq, &t32, &t16};
+  for (const tensor* t : tensors) {
+    INFO("dispatch picked " << kernel_path() << "; tensor " << t->rows << "x" << t->cols);
+    const auto n = static_cast<std::size_t>(t->cols);
+    std::vector<float> x(seqs * n);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.37f);
+    // each (row, sequence) alone, on both paths
+    std::vector<float> fast, slow;
+    for (int s = 0; s < seqs; ++s)
+      for (std::int64_t r = 0; r < t->rows; ++r) fast.push_back(dot_row(*t, r, x.data() + static_cast<std::size_t>(s) * n));
     force_portable_kernels(true);
-    for (std::int64_t r = 0; r < t->rows; ++r) slow.push_back(dot_row(*t, r, x.data()));
+    for (int s = 0; s < seqs; ++s)
+      for (std::int64_t r = 0; r < t->rows; ++r) slow.push_back(dot_row(*t, r, x.data() + static_cast<std::size_t>(s) * n));
+    CHECK(batched(*t, x, seqs, 5) == slow);
     force_portable_kernels(false);
     CHECK(fast == slow);
-    // rows computed in groups of four equal rows computed alone
-    std::vector<std::int8_t> q(x.size());
-    std::vector<float> d(x.size() / 32);
-    quantize_q8(x.data(), static_cast<int>(x.size()), q.data(), d.data());
-    for (std::int64_t r = 0; r + 4 <= t->rows; r += 4)
-      dot_rows(*t, r, 4, x.data(), q.data(), d.data(), grouped.data() + r, r % 8 == 0);
-    CHECK(grouped == fast);
+    // any number of sequences, any cut of the rows: the same values
+    for (int k = 1; k <= seqs; ++k)
+      for (std::int64_t step : {std::int64_t{1}, std::int64_t{8}, std::int64_t{11}, t->rows}) {
+        INFO(k << " sequences, ranges of " << step << " rows");
+        CHECK(batched(*t, x, k, step) == std::vector<float>(fast.begin(), fast.begin() + k * t->rows));
+      }
   }
 }

@@ -97,6 +97,28 @@ TEST_CASE("greedy picks the highest logit, the lowest id on ties") {
   for (int i = 0; i < 20; ++i) CHECK(p0.sample(l.data(), 4, static_cast<std::uint64_t>(i)) == 1);
 }
 
+TEST_CASE("argmax equals a sequential scan: first maximum, ties, NaN and infinities") {
+  const auto scan = [](const std::vector<float>& l) {
+    int best = 0;
+    for (int i = 1; i < static_cast<int>(l.size()); ++i)
+      if (l[static_cast<std::size_t>(i)] > l[static_cast<std::size_t>(best)]) best = i;
+    return best;
+  };
+  const float inf = INFINITY;
+  std::vector<std::vector<float>> cases{{-inf, -inf, NAN}, {NAN, 5.0f, 6.0f}, {-inf, NAN, 3.0f}, {1.0f}};
+  std::uint64_t z = 7;
+  for (int c = 0; c < 200; ++c) {
+    std::vector<float> l(static_cast<std::size_t>(1 + c % 61));
+    for (auto& v : l) {
+      z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+      const auto r = static_cast<int>(z >> 59); // few distinct values: many ties
+      v = r == 0 ? NAN : r == 1 ? -inf : r == 2 ? inf : static_cast<float>(r % 5);
+    }
+    cases.push_back(l);
+  }
+  for (const auto& l : cases) CHECK(argmax(l.data(), static_cast<int>(l.size())) == scan(l));
+}
+
 TEST_CASE("the draw for token i is a pure function of (seed, i)") {
   CHECK(uniform_draw(5, 9) == uniform_draw(5, 9));
   CHECK(uniform_draw(5, 9) != uniform_draw(5, 10));
