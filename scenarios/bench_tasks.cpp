@@ -2,6 +2,8 @@
 //   direct   the engine process itself (CAF, like the pool does): time to first token, tokens/s
 //   orch     the same requests through orchestratord (POST /v2/tasks + SSE, keep-alive sockets)
 //   load     tasks/s with max_tokens 1 from C concurrent clients through admission and placement
+//   direct-streams / orch-streams   aggregate tokens/s of S concurrent streams (N tasks in all),
+//            straight to the engine and through orchestratord: does the control plane keep up?
 // and prints one line of key=value per mode for scenarios/bench_tasks.sh.
 #include "engines/engine_protocol.hpp"
 #include "net/cluster_transport.hpp"
@@ -170,7 +172,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: llorch-bench-tasks direct ENGINE_HOST ENGINE_PORT N MAX_TOKENS\n"
                  "       llorch-bench-tasks orch HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL\n"
-                 "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n");
+                 "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n"
+                 "       llorch-bench-tasks direct-streams ENGINE_HOST ENGINE_PORT N MAX_TOKENS STREAMS\n"
+                 "       llorch-bench-tasks orch-streams HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL STREAMS\n");
     return 2;
   }
   std::string mode = argv[1], host = argv[2];
@@ -179,6 +183,44 @@ int main(int argc, char** argv) {
   int max_tokens = std::atoi(argv[5]);
   std::string prompt = "Once upon a time";
 
+  if (mode == "direct-streams") {
+    int streams = argc > 6 ? std::atoi(argv[6]) : 8;
+    caf::actor_system_config cfg;
+    net::cluster_options opts;
+    net::configure_cluster(cfg, opts);
+    caf::actor_system sys{cfg};
+    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
+    if (!engine) {
+      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
+      return 1;
+    }
+    caf::scoped_actor self{sys};
+    int sent = 0, finished = 0;
+    long tokens = 0;
+    auto submit = [&] {
+      engine::engine_generate req;
+      req.task_id = static_cast<std::uint64_t>(++sent);
+      req.prompt = prompt;
+      req.max_tokens = max_tokens;
+      req.seed = 1;
+      req.reply_to = caf::actor_cast<caf::actor>(self);
+      self->send(*engine, req);
+    };
+    auto t0 = clk::now();
+    while (sent < std::min(streams, n))
+      submit();
+    while (finished < n)
+      self->receive([&](const engine::engine_token&) { ++tokens; },
+                    [&](const engine::engine_done&) {
+                      ++finished;
+                      if (sent < n)
+                        submit();
+                    });
+    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+    std::printf("mode=direct-streams streams=%d tokens=%ld tok_s=%.1f\n", streams, tokens,
+                static_cast<double>(tokens) / secs);
+    return 0;
+  }
   if (mode == "direct") {
     caf::actor_system_config cfg;
     net::cluster_options opts;
@@ -236,6 +278,28 @@ int main(int argc, char** argv) {
     }
     std::printf("mode=orch ok=%zu ttft_p50_ms=%.3f ttft_p99_ms=%.3f tok_s=%.1f\n", ttft.size(),
                 pct(ttft, 0.5), pct(ttft, 0.99), pct(tps, 0.5));
+    return 0;
+  }
+  if (mode == "orch-streams") {
+    int streams = argc > 8 ? std::atoi(argv[8]) : 8;
+    std::atomic<int> next{0};
+    std::atomic<long> tokens{0}, failed{0};
+    std::vector<std::thread> threads;
+    auto t0 = clk::now();
+    for (int c = 0; c < streams; ++c)
+      threads.emplace_back([&] {
+        connection conn{host, port, -1, {}};
+        while (next++ < n) {
+          auto r = orch_task(conn, token, body(max_tokens));
+          tokens += r.tokens;
+          failed += r.ok ? 0 : 1;
+        }
+      });
+    for (auto& t : threads)
+      t.join();
+    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+    std::printf("mode=orch-streams streams=%d tokens=%ld failed=%ld tok_s=%.1f\n", streams,
+                tokens.load(), failed.load(), static_cast<double>(tokens.load()) / secs);
     return 0;
   }
   if (mode == "load") {
