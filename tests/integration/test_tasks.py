@@ -180,6 +180,35 @@ def test_queue_full_is_429_with_retry_after(cluster, models):
     assert metric_value(cluster.metrics(), "orchd_admission_queue_depth", {"priority": "interactive"}) == 2
 
 
+def test_a_pool_never_runs_more_tasks_than_its_slots_and_freed_slots_are_refilled(cluster, models):
+    # admission counts the slots it fills: no heartbeat is needed to free one
+    cluster.start_orchestratord()
+    node_with_pool(cluster, models, "gpu-node-1", "pool-1", slots=2)
+    assert wait_until(lambda: len(ready_pools(cluster)) == 1, 15) is not None
+    spans = {}
+
+    def run(i):
+        status, _, body = submit(cluster, max_tokens=30, task_id=f"s{i}")
+        assert status == 202, body
+        times = {}
+        events(cluster, body["task_id"],
+               lambda ev: times.setdefault(ev[0], time.monotonic()))
+        spans[i] = (times["started"], times["end"])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(spans) == 6
+    # each task is ~30 tokens of s15m (tens of ms): a third one placed on the pool while two run
+    # would start long before either ends; 5 ms of slack absorbs the clients' own jitter
+    for s, _ in spans.values():
+        at = s + 0.005
+        assert sum(1 for b, e in spans.values() if b <= at < e) <= 2, spans
+    assert http("GET", cluster.daemons[1].url + "/pools/pool-1/status")[2]["slots_free"] == 2
+
+
 def test_pinning_places_on_the_named_pool(cluster, models):
     start(cluster, models, nodes=2)
     for pool, node in (("pool-2", "gpu-node-2"), ("pool-1", "gpu-node-1")):
