@@ -21,6 +21,9 @@ struct serve_options {
   int slots = 4;
   int context = 0; // 0 = the model's seq_len
   int threads = 1;
+  // CAF heartbeat towards the pool-managerd that started it: its link times out an idle engine
+  // that sends nothing for its cluster.dead_after_ms
+  int keepalive_ms = 1000;
 };
 
 struct handoff_info {

@@ -31,4 +31,27 @@ void ask(caf::actor_system& sys, const caf::actor& target, std::shared_ptr<http_
   });
 }
 
+// For an actor that answers by running a continuation: capture this in it, and when every copy
+// of the continuation is gone without an answer (the actor died with the request in its
+// mailbox), the client gets 503. After an answer it does nothing (the first answer wins); a
+// continuation that hands the exchange on to someone else who will answer calls disarm().
+class answer_guard {
+public:
+  explicit answer_guard(std::shared_ptr<http_exchange> ex) : ex_(std::move(ex)) {}
+  answer_guard(const answer_guard&) = delete;
+  answer_guard& operator=(const answer_guard&) = delete;
+  ~answer_guard() {
+    if (ex_)
+      ex_->respond(error_response(503, "UNAVAILABLE", "internal actor went away", true, 1000));
+  }
+  void disarm() { ex_ = nullptr; }
+
+private:
+  std::shared_ptr<http_exchange> ex_;
+};
+
+inline std::shared_ptr<answer_guard> answer_if_dropped(std::shared_ptr<http_exchange> ex) {
+  return std::make_shared<answer_guard>(std::move(ex));
+}
+
 } // namespace llorch::net

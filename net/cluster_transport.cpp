@@ -8,6 +8,9 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include <algorithm>
+#include <thread>
+
 namespace llorch::net {
 
 void configure_cluster(caf::actor_system_config& cfg, const cluster_options& opts) {
@@ -25,8 +28,14 @@ void configure_cluster(caf::actor_system_config& cfg, const cluster_options& opt
   // Sleeping (and being woken by the next enqueue) right after the fast spin costs tens of
   // microseconds of latency instead.
   cfg.set("work-stealing.moderate-poll-attempts", std::size_t{opts.moderate_poll_attempts});
-  if (opts.scheduler_threads > 0)
-    cfg.set("scheduler.max-threads", opts.scheduler_threads);
+  // CAF would start max(4, cores) workers. The daemons' actors do little work per message; what
+  // costs is handing messages between threads, and every extra worker adds such hand-offs (with
+  // 64 clients on 2 cores, 4 workers cost 1.5x the CPU per task of 1). Half the cores leaves the
+  // rest to the HTTP and network threads.
+  auto workers = opts.scheduler_threads;
+  if (workers == 0)
+    workers = std::max<std::size_t>(1, std::thread::hardware_concurrency() / 2);
+  cfg.set("scheduler.max-threads", workers);
   if (opts.tls) {
     cfg.openssl_certificate = opts.certificate;
     cfg.openssl_key = opts.key;

@@ -17,7 +17,7 @@ struct cluster_options {
   std::string ca;
   int keepalive_ms = 1000;   // middleman.heartbeat-interval
   int dead_after_ms = 5000;  // middleman.connection-timeout
-  std::size_t scheduler_threads = 0; // 0: CAF's default (one per core)
+  std::size_t scheduler_threads = 0; // 0: half the cores, at least 1
   std::size_t moderate_poll_attempts = 0; // CAF's default is 500 (see configure_cluster)
 };
 

@@ -24,20 +24,18 @@ std::string new_task_id() {
 
 // Finds the task's actor, then runs `then(task)`; 404 TASK_NOT_FOUND when there is none.
 template <class F>
-void with_task(caf::actor_system& sys, const exchange_ptr& ex, F then) {
-  auto id = ex->request().params.at("id");
-  ask(sys, current_admission(sys), ex,
-      [ex, id, then](const caf::actor& task) {
-        if (!task)
-          return ex->respond(error_response(404, "TASK_NOT_FOUND", "no task '" + id + "'"));
-        then(task);
-      },
-      caf::get_atom::value, task_atom::value, id);
+void with_task(const task_directory& tasks, const exchange_ptr& ex, F then) {
+  const auto& id = ex->request().params.at("id");
+  auto task = tasks.find(id);
+  if (!task)
+    return ex->respond(error_response(404, "TASK_NOT_FOUND", "no task '" + id + "'"));
+  then(task);
 }
 
 } // namespace
 
-void add_task_routes(http_router& router, caf::actor_system& sys) {
+void add_task_routes(http_router& router, caf::actor_system& sys,
+                     std::shared_ptr<const task_directory> tasks) {
   auto* system = &sys;
 
   router.add("POST", "/v2/tasks", route_access::token, [system](exchange_ptr ex) {
@@ -51,39 +49,42 @@ void add_task_routes(http_router& router, caf::actor_system& sys) {
       spec.deadline_ms += std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
-    ask(*system, current_admission(*system), ex,
-        [ex](const submit_reply& r) {
-          if (r.status != 202)
-            return ex->respond(error_response(r.status, r.code, r.message, r.status == 429,
-                                              r.status == 429 ? std::optional<std::int64_t>(
-                                                                  r.retry_after_ms)
-                                                              : std::nullopt));
-          namespace json = boost::json;
-          ex->respond(json_response(
-            202, json::serialize(json::object{
-                   {"task_id", r.task_id},
-                   {"queue_position", r.queue_position},
-                   {"predicted_start_ms", r.predicted_start_ms},
-                   {"streams", json::object{{"sse", "/v2/tasks/" + r.task_id + "/events"}}}})));
-        },
-        submit_atom::value, std::move(spec));
+    auto admission = current_admission(*system);
+    if (!admission)
+      return ex->respond(error_response(503, "UNAVAILABLE", "admission is restarting", true, 1000));
+    // Admission answers the client itself, without a round trip through a bridge actor.
+    submit_continuation reply = [ex, guard = answer_if_dropped(ex)](const submit_reply& r) {
+      if (r.status != 202)
+        return ex->respond(error_response(r.status, r.code, r.message, r.status == 429,
+                                          r.status == 429
+                                            ? std::optional<std::int64_t>(r.retry_after_ms)
+                                            : std::nullopt));
+      namespace json = boost::json;
+      ex->respond(json_response(
+        202, json::serialize(json::object{
+               {"task_id", r.task_id},
+               {"queue_position", r.queue_position},
+               {"predicted_start_ms", r.predicted_start_ms},
+               {"streams", json::object{{"sse", "/v2/tasks/" + r.task_id + "/events"}}}})));
+    };
+    caf::anon_send(admission, submit_atom::value, std::move(spec), std::move(reply));
   });
 
-  router.add("GET", "/v2/tasks/{id}", route_access::token, [system](exchange_ptr ex) {
-    with_task(*system, ex, [system, ex](const caf::actor& task) {
+  router.add("GET", "/v2/tasks/{id}", route_access::token, [system, tasks](exchange_ptr ex) {
+    with_task(*tasks, ex, [system, ex](const caf::actor& task) {
       ask(*system, task, ex, [ex](const std::string& view) { ex->respond(json_response(200, view)); },
           caf::get_atom::value);
     });
   });
 
-  router.add("GET", "/v2/tasks/{id}/events", route_access::token, [system](exchange_ptr ex) {
-    with_task(*system, ex, [ex](const caf::actor& task) {
+  router.add("GET", "/v2/tasks/{id}/events", route_access::token, [tasks](exchange_ptr ex) {
+    with_task(*tasks, ex, [ex](const caf::actor& task) {
       caf::anon_send(task, subscribe_atom::value, ex);
     });
   });
 
-  router.add("POST", "/v2/tasks/{id}/cancel", route_access::token, [system](exchange_ptr ex) {
-    with_task(*system, ex, [system, ex](const caf::actor& task) {
+  router.add("POST", "/v2/tasks/{id}/cancel", route_access::token, [system, tasks](exchange_ptr ex) {
+    with_task(*tasks, ex, [system, ex](const caf::actor& task) {
       ask(*system, task, ex,
           [ex](bool) {
             http_response r;

@@ -818,8 +818,9 @@ void fill_orchestratord(checker& check, const json::object& root, orchestratord_
 
   if (const json::value* v = checker::find(root, "admission")) {
     if (const json::object* o = check.object(*v, "$.admission")) {
-      check.known_keys(*o, "$.admission", {"capacity", "policy"});
+      check.known_keys(*o, "$.admission", {"capacity", "policy", "retained_tasks"});
       check.read_int(*o, "capacity", "$.admission", 1, 1000000, c.admission_capacity);
+      check.read_int(*o, "retained_tasks", "$.admission", 0, 1000000, c.admission_retained_tasks);
       check.read_choice(*o, "policy", "$.admission", {"reject"}, c.admission_policy);
     }
   }
@@ -1035,7 +1036,7 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
         const json::object* o = check.object(arr[i], path);
         if (!o)
           continue;
-        check.known_keys(*o, path, {"id", "devices", "slots", "model", "engine"});
+        check.known_keys(*o, path, {"id", "devices", "slots", "threads", "model", "engine"});
         pool_entry pool;
         if (!checker::find(*o, "id"))
           check.missing(path + ".id", id_what);
@@ -1072,6 +1073,7 @@ void fill_pool_managerd(checker& check, const json::object& root, pool_managerd_
           }
         }
         check.read_int(*o, "slots", path, 1, 1024, pool.slots);
+        check.read_int(*o, "threads", path, 1, 256, pool.threads);
         if (const json::value* m = checker::find(*o, "model"))
           read_pool_model(check, *m, path + ".model", c.models, pool.model, inline_models);
         check.read_choice(*o, "engine", path, {"llorch"}, pool.engine);

@@ -68,6 +68,7 @@ struct orchestratord_config {
   cluster_settings cluster{endpoint{"0.0.0.0", 7070}, {}, 1000, 5000};
   heartbeat_settings heartbeat;
   int admission_capacity = 100;
+  int admission_retained_tasks = 10000; // ended tasks kept for GET and SSE replay
   std::string admission_policy = "reject";
   std::string placement_strategy = "least-loaded";
   std::string log_level = "info";
@@ -83,6 +84,7 @@ struct pool_entry {
   std::string id;
   std::vector<int> devices;
   int slots = 1;
+  int threads = 0; // the engine's CPU threads; 0: one per core
   std::optional<model_entry> model; // preloaded at start when set
   std::string engine = "llorch";
 };

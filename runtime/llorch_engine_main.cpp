@@ -42,8 +42,10 @@ const char* usage =
     "      decode throughput against the measured memory-bandwidth limit (best of N rounds)\n"
     "  serve --model PATH [--tokenizer PATH] [--model-id ID] --handoff-dir DIR --pool-id ID\n"
     "        [--replica-id ID] [--slots N] [--ctx N] [--threads N] [--device-mask MASK]\n"
+    "        [--keepalive-ms N]\n"
     "      the replica process: publishes the engine actor on 127.0.0.1 (port 0), writes\n"
-    "      DIR/<pool-id>-<replica-id>.json when ready, removes it and exits 0 on SIGTERM\n"
+    "      DIR/<pool-id>-<replica-id>.json when ready, removes it and exits 0 on SIGTERM;\n"
+    "      sends a CAF heartbeat every N ms (default 1000) so its pool's link stays up\n"
     "  --help, --version\n";
 
 int die(const std::string& msg) {
@@ -231,7 +233,7 @@ int cmd_bench(int argc, char** argv) {
 int cmd_serve(int argc, char** argv) {
   auto a = parse(argc, argv, 2,
                  {"--model", "--tokenizer", "--model-id", "--handoff-dir", "--pool-id", "--replica-id",
-                  "--slots", "--ctx", "--threads", "--device-mask"},
+                  "--slots", "--ctx", "--threads", "--device-mask", "--keepalive-ms"},
                  {});
   if (!a.error.empty()) return die(a.error);
   for (const char* k : {"--model", "--handoff-dir", "--pool-id"})
@@ -251,6 +253,10 @@ int cmd_serve(int argc, char** argv) {
     return die("--ctx must be an integer from 1 to 1048576");
   if (a.has("--threads") && !to_long(a.get("--threads"), 1, 256, threads))
     return die("--threads must be an integer from 1 to 256");
+  long long keepalive = o.keepalive_ms;
+  if (a.has("--keepalive-ms") && !to_long(a.get("--keepalive-ms"), 10, 600000, keepalive))
+    return die("--keepalive-ms must be an integer from 10 to 600000");
+  o.keepalive_ms = static_cast<int>(keepalive);
   // the handoff watcher accepts ids of 1 to 64 characters from [A-Za-z0-9._-]
   for (const std::string* id : {&o.pool_id, &o.replica_id}) {
     const bool ok = !id->empty() && id->size() <= 64 && (*id)[0] != '.' &&

@@ -129,6 +129,7 @@ struct submit_reply {
   std::string task_id;
   std::int64_t queue_position = 0;
   std::int64_t predicted_start_ms = -1;
+  caf::actor task; // the task's actor when admitted (202)
 };
 
 // What placement needs from the registry: the nodes and, aligned with them, their agents
@@ -193,7 +194,7 @@ typename Inspector::result_type inspect(Inspector& f, task_spec& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, submit_reply& x) {
   return f(caf::meta::type_name("submit_reply"), x.status, x.code, x.message, x.retry_after_ms,
-           x.task_id, x.queue_position, x.predicted_start_ms);
+           x.task_id, x.queue_position, x.predicted_start_ms, x.task);
 }
 
 template <class Inspector>
@@ -222,6 +223,8 @@ using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using task_event_atom = caf::atom_constant<caf::atom("taskevent")>;
 using tick_timer_atom = caf::atom_constant<caf::atom("tickt")>;
+using pass_atom = caf::atom_constant<caf::atom("pass")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
 
 } // namespace llorch
 

@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
 
   admission_settings adm;
   adm.capacity = static_cast<std::size_t>(cfg.admission_capacity);
+  adm.retained_tasks = static_cast<std::size_t>(cfg.admission_retained_tasks);
   std::vector<child_spec> children;
   children.push_back({"node_registry", [rs, metrics](caf::local_actor* sup) {
                         return spawn_node_registry(sup->home_system(), rs, metrics);
@@ -142,7 +143,7 @@ int main(int argc, char** argv) {
 
   net::http_router router;
   net::add_control_routes(router, sys, metrics, std::chrono::steady_clock::now());
-  net::add_task_routes(router, sys);
+  net::add_task_routes(router, sys, adm.directory);
   net::add_openai_routes(router, sys);
   auto hopts = net::http_options_from(cfg.http_listen, cfg.http_body_limit, cfg.auth,
                                       "orchestratord");

@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
     ps.models = cfg.models;
     ps.handoff_dir = cfg.handoff_dir;
     ps.engine_binary = engine_binary;
+    ps.engine_keepalive_ms = cfg.orchestrator.keepalive_ms;
     ps.restart = limits;
     ps.wedged_after = std::chrono::milliseconds(cfg.restart.wedged_after_ms);
     pool_children.push_back({p.id, [ps, metrics](caf::local_actor* sup) {

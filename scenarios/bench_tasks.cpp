@@ -1,7 +1,9 @@
 // llorch-bench-tasks: the task path's benchmark driver. Measures, against a running cluster,
 //   direct   the engine process itself (CAF, like the pool does): time to first token, tokens/s
-//   orch     the same requests through orchestratord (POST /v2/tasks + SSE over plain sockets)
+//   orch     the same requests through orchestratord (POST /v2/tasks + SSE, keep-alive sockets)
 //   load     tasks/s with max_tokens 1 from C concurrent clients through admission and placement
+//   direct-streams / orch-streams   aggregate tokens/s of S concurrent streams (N tasks in all),
+//            straight to the engine and through orchestratord: does the control plane keep up?
 // and prints one line of key=value per mode for scenarios/bench_tasks.sh.
 #include "engines/engine_protocol.hpp"
 #include "net/cluster_transport.hpp"
@@ -83,44 +85,83 @@ struct sse_result {
   bool ok = false;
 };
 
-// POST /v2/tasks, then GET its events until the terminal event, on one keep-alive connection.
-sse_result orch_task(const std::string& host, int port, const std::string& token,
-                     const std::string& body) {
+// One keep-alive HTTP/1.1 connection of a client, reused task after task like an HTTP client
+// library's pool does; reopened when the server closes it.
+struct connection {
+  std::string host;
+  int port = 0;
+  int fd = -1;
+  std::string buf; // bytes received past the last response
+
+  ~connection() { drop(); }
+  void drop() {
+    if (fd >= 0)
+      close(fd);
+    fd = -1;
+    buf.clear();
+  }
+  bool send(const std::string& request) {
+    if (fd < 0 && (fd = dial(host, port)) < 0)
+      return false;
+    return send_all(fd, request);
+  }
+  // The body of a Content-Length response.
+  bool read_response(std::string& body) {
+    if (!read_until(fd, buf, "\r\n\r\n"))
+      return false;
+    auto end = buf.find("\r\n\r\n") + 4;
+    auto at = buf.find("Content-Length: ");
+    if (at == std::string::npos || at > end)
+      return false;
+    auto length = std::stoul(buf.substr(at + 16));
+    while (buf.size() < end + length) {
+      char tmp[8192];
+      auto n = ::recv(fd, tmp, sizeof(tmp), 0);
+      if (n <= 0)
+        return false;
+      buf.append(tmp, static_cast<std::size_t>(n));
+    }
+    body = buf.substr(end, length);
+    buf.erase(0, end + length);
+    return true;
+  }
+};
+
+// POST /v2/tasks, then GET its events until the terminal event, on the client's connection.
+sse_result orch_task(connection& c, const std::string& token, const std::string& body) {
   sse_result r;
-  int fd = dial(host, port);
-  if (fd < 0)
-    return r;
   auto auth = "Authorization: Bearer " + token + "\r\n";
   auto t0 = clk::now();
-  send_all(fd, "POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth
-                 + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
-  std::string buf;
-  if (!read_until(fd, buf, "}")) {
-    close(fd);
+  std::string reply;
+  if (!c.send("POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: "
+              + std::to_string(body.size()) + "\r\n\r\n" + body)
+      || !c.read_response(reply)) {
+    c.drop();
     return r;
   }
-  auto id_at = buf.find("\"task_id\":\"");
-  if (id_at == std::string::npos) {
-    close(fd);
+  auto id_at = reply.find("\"task_id\":\"");
+  if (id_at == std::string::npos)
     return r;
-  }
-  auto id = buf.substr(id_at + 11, buf.find('"', id_at + 11) - id_at - 11);
-  buf.clear();
-  send_all(fd, "GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n");
-  if (!read_until(fd, buf, "event: token")) {
-    close(fd);
+  auto id = reply.substr(id_at + 11, reply.find('"', id_at + 11) - id_at - 11);
+  if (!c.send("GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n")
+      || !read_until(c.fd, c.buf, "event: token")) {
+    c.drop();
     return r;
   }
   r.ttft_ms = ms(clk::now() - t0);
-  bool ended = read_until(fd, buf, "event: end") || buf.find("event: error") != std::string::npos;
+  // the stream is chunked: its last chunk (size 0) ends the response, the connection stays
+  bool ended = read_until(c.fd, c.buf, "\r\n0\r\n\r\n");
   r.total_ms = ms(clk::now() - t0);
   std::size_t at = 0;
-  while ((at = buf.find("event: token", at)) != std::string::npos) {
+  while ((at = c.buf.find("event: token", at)) != std::string::npos) {
     ++r.tokens;
     at += 12;
   }
-  r.ok = ended && buf.find("event: end") != std::string::npos;
-  close(fd);
+  r.ok = ended && c.buf.find("event: end") != std::string::npos;
+  if (!ended || c.buf.find("Connection: close") != std::string::npos)
+    c.drop();
+  else
+    c.buf.erase(0, c.buf.find("\r\n0\r\n\r\n") + 7);
   return r;
 }
 
@@ -131,7 +172,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: llorch-bench-tasks direct ENGINE_HOST ENGINE_PORT N MAX_TOKENS\n"
                  "       llorch-bench-tasks orch HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL\n"
-                 "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n");
+                 "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n"
+                 "       llorch-bench-tasks direct-streams ENGINE_HOST ENGINE_PORT N MAX_TOKENS STREAMS\n"
+                 "       llorch-bench-tasks orch-streams HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL STREAMS\n");
     return 2;
   }
   std::string mode = argv[1], host = argv[2];
@@ -140,6 +183,44 @@ int main(int argc, char** argv) {
   int max_tokens = std::atoi(argv[5]);
   std::string prompt = "Once upon a time";
 
+  if (mode == "direct-streams") {
+    int streams = argc > 6 ? std::atoi(argv[6]) : 8;
+    caf::actor_system_config cfg;
+    net::cluster_options opts;
+    net::configure_cluster(cfg, opts);
+    caf::actor_system sys{cfg};
+    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
+    if (!engine) {
+      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
+      return 1;
+    }
+    caf::scoped_actor self{sys};
+    int sent = 0, finished = 0;
+    long tokens = 0;
+    auto submit = [&] {
+      engine::engine_generate req;
+      req.task_id = static_cast<std::uint64_t>(++sent);
+      req.prompt = prompt;
+      req.max_tokens = max_tokens;
+      req.seed = 1;
+      req.reply_to = caf::actor_cast<caf::actor>(self);
+      self->send(*engine, req);
+    };
+    auto t0 = clk::now();
+    while (sent < std::min(streams, n))
+      submit();
+    while (finished < n)
+      self->receive([&](const engine::engine_token&) { ++tokens; },
+                    [&](const engine::engine_done&) {
+                      ++finished;
+                      if (sent < n)
+                        submit();
+                    });
+    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+    std::printf("mode=direct-streams streams=%d tokens=%ld tok_s=%.1f\n", streams, tokens,
+                static_cast<double>(tokens) / secs);
+    return 0;
+  }
   if (mode == "direct") {
     caf::actor_system_config cfg;
     net::cluster_options opts;
@@ -187,8 +268,9 @@ int main(int argc, char** argv) {
   };
   if (mode == "orch") {
     std::vector<double> ttft, tps;
+    connection c{host, port, -1, {}};
     for (int i = 0; i < n; ++i) {
-      auto r = orch_task(host, port, token, body(max_tokens));
+      auto r = orch_task(c, token, body(max_tokens));
       if (!r.ok)
         continue;
       ttft.push_back(r.ttft_ms);
@@ -196,6 +278,28 @@ int main(int argc, char** argv) {
     }
     std::printf("mode=orch ok=%zu ttft_p50_ms=%.3f ttft_p99_ms=%.3f tok_s=%.1f\n", ttft.size(),
                 pct(ttft, 0.5), pct(ttft, 0.99), pct(tps, 0.5));
+    return 0;
+  }
+  if (mode == "orch-streams") {
+    int streams = argc > 8 ? std::atoi(argv[8]) : 8;
+    std::atomic<int> next{0};
+    std::atomic<long> tokens{0}, failed{0};
+    std::vector<std::thread> threads;
+    auto t0 = clk::now();
+    for (int c = 0; c < streams; ++c)
+      threads.emplace_back([&] {
+        connection conn{host, port, -1, {}};
+        while (next++ < n) {
+          auto r = orch_task(conn, token, body(max_tokens));
+          tokens += r.tokens;
+          failed += r.ok ? 0 : 1;
+        }
+      });
+    for (auto& t : threads)
+      t.join();
+    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+    std::printf("mode=orch-streams streams=%d tokens=%ld failed=%ld tok_s=%.1f\n", streams,
+                tokens.load(), failed.load(), static_cast<double>(tokens.load()) / secs);
     return 0;
   }
   if (mode == "load") {
@@ -206,8 +310,9 @@ int main(int argc, char** argv) {
     auto t0 = clk::now();
     for (int c = 0; c < clients; ++c)
       threads.emplace_back([&] {
+        connection conn{host, port, -1, {}};
         while (!stop)
-          (orch_task(host, port, token, body(1)).ok ? done : failed)++;
+          (orch_task(conn, token, body(1)).ok ? done : failed)++;
       });
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     stop = true;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Task path benchmark (issue 4): one orchestratord, one pool-managerd whose pool serves the `tiny`
 # test model. Measures time to first token and tokens/s straight to the engine process and through
-# orchestratord (same requests), and sustained tasks/s (max_tokens 1) with 64 concurrent clients.
+# orchestratord (same requests), one stream at a time and 8 at once (the pool's slots), and
+# sustained tasks/s (max_tokens 1) with 64 concurrent clients.
 # Usage: scenarios/bench_tasks.sh [REQUESTS=200] [MAX_TOKENS=64] [LOAD_SECONDS=10] [CLIENTS=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ cat >"$work/node.json" <<JSON
 { "node_id": "bench-node", "http": { "listen": "127.0.0.1:0" },
   "orchestrator": { "cluster": "127.0.0.1:$cport" }, "handoff_dir": "$work/engines",
   "models": [ { "id": "tiny", "path": "$work/tiny.gguf" } ],
-  "pools": [ { "id": "pool-1", "devices": [], "slots": 8, "model": "tiny" } ], "log": { "level": "info" } }
+  "pools": [ { "id": "pool-1", "devices": [], "slots": 8, "threads": 1, "model": "tiny" } ], "log": { "level": "info" } }
 JSON
 LLORCH_API_TOKEN=$token $bin/pool-managerd --config "$work/node.json" 2>"$work/node.log" &
 pids+=($!)
@@ -46,8 +47,10 @@ endpoint=$(curl -s "http://$node_http/pools/pool-1/status" | jq -r .endpoint)
 
 direct=$($bin/llorch-bench-tasks direct "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens")
 orch=$($bin/llorch-bench-tasks orch "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny)
+direct8=$($bin/llorch-bench-tasks direct-streams "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens" 8)
+orch8=$($bin/llorch-bench-tasks orch-streams "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny 8)
 load=$($bin/llorch-bench-tasks load "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
-get() { echo "$1" | grep -o "$2=[^ ]*" | cut -d= -f2; }
+get() { echo "$1" | grep -oE "(^| )$2=[^ ]*" | cut -d= -f2; }
 d50=$(get "$direct" ttft_p50_ms); d99=$(get "$direct" ttft_p99_ms); dtok=$(get "$direct" tok_s)
 o50=$(get "$orch" ttft_p50_ms); o99=$(get "$orch" ttft_p99_ms); otok=$(get "$orch" tok_s)
 printf '\ntask path benchmark, tiny model, %s requests x %s tokens (%s cores)\n' "$requests" "$max_tokens" "$(nproc)"
@@ -58,5 +61,8 @@ printf '%-44s %12s %12s\n' "added time to first token p50 / p99 (ms)" "" \
   "$(echo "$o50 - $d50" | bc) / $(echo "$o99 - $d99" | bc)"
 printf '%-44s %12s %12s %12s\n' "tokens/s per stream (p50)" "$dtok" "$otok" ">= 95 %"
 printf '%-44s %12s %12s\n' "share of the engine's tokens/s" "" "$(echo "scale=1; 100 * $otok / $dtok" | bc) %"
+d8=$(get "$direct8" tok_s); o8=$(get "$orch8" tok_s)
+printf '%-44s %12s %12s\n' "tokens/s of 8 concurrent streams" "$d8" "$o8"
+printf '%-44s %12s %12s\n' "share of the engine's tokens/s, 8 streams" "" "$(echo "scale=1; 100 * $o8 / $d8" | bc) %"
 printf '%-44s %12s %12s %12s\n' "tasks/s, max_tokens 1, $clients clients" "" "$(get "$load" tasks_s)" ">= 5000"
 printf '%-44s %12s %12s\n' "failed tasks during the load" "" "$(get "$load" failed)"

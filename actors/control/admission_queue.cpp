@@ -8,6 +8,7 @@
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
+#include <deque>
 #include <map>
 
 namespace llorch {
@@ -16,6 +17,7 @@ namespace {
 struct entry {
   task_spec spec;
   caf::actor task;
+  std::string slot; // the pool it runs on ("node\npool") from placement until it ends
 };
 
 struct admission_state {
@@ -28,17 +30,24 @@ struct admission_state {
   std::map<std::string, std::uint64_t> by_name;    // task_id -> engine id
   std::map<caf::actor_addr, std::uint64_t> by_actor;
   std::uint64_t next_id = 1;
-  placement_snapshot view;                          // the registry's, as of the last pass
-  bool pass_running = false;
+  placement_snapshot view;                          // the registry's, as of the last refresh
+  std::chrono::steady_clock::time_point view_time;
+  // Slots are counted where tasks are placed: a pool's free slots are its capacity less the
+  // tasks placed on it that have not ended, so placement never waits for a heartbeat.
+  std::map<std::string, int> busy;                  // "node\npool" -> tasks running there
+  bool pass_running = false;                        // a refresh is in flight
+  bool pass_pending = false;                        // a pass on the current view is queued
 
   // Task actors outlive their end for late readers; when admission goes (shutdown, restart)
   // they go with it, or the actor system would wait for their retention to run out.
   ~admission_state() {
-    for (auto& [id, e] : tasks)
+    for (auto& [id, e] : tasks) {
+      settings.directory->remove(e.spec.task_id);
       caf::anon_send_exit(e.task, caf::exit_reason::user_shutdown);
+    }
   }
+  std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> ended; // oldest first
 
-  bool rerun = false; // work arrived during a pass: run another right after it
   bool tick_pending = false;
 };
 
@@ -58,7 +67,7 @@ void count_placement(admission_state& st, const std::string& outcome) {
     .inc();
 }
 
-// Tasks still waiting after a pass are looked at again a tick later.
+// Tasks still waiting after a pass are looked at again a tick later, with a fresh view.
 void schedule_pass(admission_actor* self) {
   auto& st = self->state;
   if (st.tick_pending || st.queue->size() == 0)
@@ -67,13 +76,38 @@ void schedule_pass(admission_actor* self) {
   self->delayed_send(self, st.settings.tick, tick_timer_atom::value);
 }
 
-// A new task is placed at once when nothing is in the way: no tick of delay on the hot path.
+// A new task, or a freed slot, is placed at once on the view at hand: no tick of delay and no
+// round trip to the registry on the hot path (the view is refreshed in the background).
 void trigger_pass(admission_actor* self) {
   auto& st = self->state;
-  if (st.tick_pending)
+  if (st.pass_pending)
     return;
-  st.tick_pending = true;
-  self->send(self, tick_timer_atom::value);
+  st.pass_pending = true;
+  self->send(self, pass_atom::value);
+}
+
+std::string slot_key(const std::string& node_id, const std::string& pool_id) {
+  return node_id + '\n' + pool_id;
+}
+
+void release_slot(admission_state& st, entry& e) {
+  if (e.slot.empty())
+    return;
+  auto it = st.busy.find(e.slot);
+  if (it != st.busy.end() && --it->second <= 0)
+    st.busy.erase(it);
+  e.slot.clear();
+}
+
+// The registry's view with this queue's own count of busy slots.
+std::vector<node_info> view_with_busy_slots(const admission_state& st) {
+  auto nodes = st.view.nodes;
+  for (auto& n : nodes)
+    for (auto& p : n.pools) {
+      auto it = st.busy.find(slot_key(n.node_id, p.pool_id));
+      p.slots_free = std::max(0, p.slots_total - (it == st.busy.end() ? 0 : it->second));
+    }
+  return nodes;
 }
 
 placement_request request_of(const task_spec& spec) {
@@ -86,10 +120,11 @@ placement_request request_of(const task_spec& spec) {
   return r;
 }
 
-// One placement pass over a fresh registry view: expire, then place what fits.
-void run_pass(admission_actor* self, placement_snapshot snap) {
+void refresh_view(admission_actor* self);
+
+// One placement pass over the current view: expire, then place what fits.
+void run_pass(admission_actor* self) {
   auto& st = self->state;
-  st.view = std::move(snap);
   auto now = wall_clock_ms();
   for (auto& t : st.queue->expire(now)) {
     auto it = st.tasks.find(t.task_id);
@@ -98,7 +133,7 @@ void run_pass(admission_actor* self, placement_snapshot snap) {
                  std::string("no ready pool for model '" + it->second.spec.model
                              + "' before the task's deadline"));
   }
-  placement_round round(st.view.nodes);
+  placement_round round(view_with_busy_slots(st));
   for (;;) {
     placement_decision decision;
     auto next = st.queue->pop_placeable([&](const queued_task& q) {
@@ -128,18 +163,63 @@ void run_pass(admission_actor* self, placement_snapshot snap) {
       break;
     }
     count_placement(st, "placed");
+    it->second.slot = slot_key(decision.node_id, decision.pool_id);
+    ++st.busy[it->second.slot];
     self->send(it->second.task, generate_atom::value, decision.node_id, decision.pool_id, agent);
   }
   set_depth(st);
+  schedule_pass(self);
+  // a view older than this is refreshed behind the passes that use it
+  if (std::chrono::steady_clock::now() - st.view_time > std::chrono::milliseconds(20))
+    refresh_view(self);
+}
+
+// Asks the registry for a new view, then runs a pass over it.
+void refresh_view(admission_actor* self) {
+  auto& st = self->state;
+  if (st.pass_running)
+    return;
+  auto registry = current_node_registry(self->system());
+  if (!registry) {
+    schedule_pass(self);
+    return;
+  }
+  st.pass_running = true;
+  self->request(registry, std::chrono::seconds(2), placement_atom::value)
+    .then(
+      [self](placement_snapshot& snap) {
+        auto& cur = self->state;
+        cur.pass_running = false;
+        cur.view = std::move(snap);
+        cur.view_time = std::chrono::steady_clock::now();
+        run_pass(self);
+      },
+      [self](const caf::error&) {
+        self->state.pass_running = false;
+        schedule_pass(self);
+      });
+}
+
+// Ended tasks beyond the newest retained_tasks, or older than the retention, go.
+void retire_ended(admission_actor* self) {
+  auto& s = self->state;
+  auto oldest = std::chrono::steady_clock::now() - s.settings.retention;
+  while (!s.ended.empty()
+         && (s.ended.size() > s.settings.retained_tasks || s.ended.front().second < oldest)) {
+    auto it = s.tasks.find(s.ended.front().first);
+    if (it != s.tasks.end())
+      self->send(it->second.task, retire_atom::value);
+    s.ended.pop_front();
+  }
 }
 
 submit_reply admit(admission_actor* self, task_spec spec) {
   auto& s = self->state;
   if (s.by_name.count(spec.task_id))
-    return {409, "TASK_EXISTS", "a task with this task_id exists", 0, spec.task_id, 0, -1};
+    return {409, "TASK_EXISTS", "a task with this task_id exists", 0, spec.task_id, 0, -1, {}};
   if (!model_known(s.view.nodes, spec.model))
     return {404, "MODEL_NOT_FOUND", "no pool serves or has served model '" + spec.model + "'", 0,
-            spec.task_id, 0, -1};
+            spec.task_id, 0, -1, {}};
   auto now = wall_clock_ms();
   if (spec.deadline_ms <= 0)
     spec.deadline_ms = now + s.settings.default_deadline.count();
@@ -151,7 +231,7 @@ submit_reply admit(admission_actor* self, task_spec spec) {
       .with({"QUEUE_FULL"})
       .inc();
     return {429, "QUEUE_FULL", "the admission queue is full", s.queue->retry_after_ms(now),
-            spec.task_id, 0, -1};
+            spec.task_id, 0, -1, {}};
   }
   task_settings ts;
   ts.spec = spec;
@@ -160,10 +240,12 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   ts.queue_position = static_cast<std::int64_t>(s.queue->position(id));
   auto actor = spawn_task(self->system(), ts, s.metrics);
   self->monitor(actor);
-  s.tasks[id] = {spec, actor};
+  s.tasks[id] = {spec, actor, {}};
   s.by_name[spec.task_id] = id;
   s.by_actor[actor.address()] = id;
+  s.settings.directory->add(spec.task_id, actor);
   submit_reply r;
+  r.task = actor;
   r.task_id = spec.task_id;
   r.queue_position = ts.queue_position;
   r.predicted_start_ms = s.queue->predicted_start_ms(id);
@@ -187,6 +269,8 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       return;
     auto t = s.tasks.find(it->second);
     if (t != s.tasks.end()) {
+      release_slot(s, t->second);
+      s.settings.directory->remove(t->second.spec.task_id);
       s.by_name.erase(t->second.spec.task_id);
       s.queue->remove(t->first);
       s.tasks.erase(t);
@@ -194,35 +278,25 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
     s.by_actor.erase(it);
     set_depth(s);
   });
-  // Keep a registry view for admission decisions (unknown model) even while nothing waits.
-  self->send(self, tick_timer_atom::value);
-  st.tick_pending = true;
+  // A registry view for admission decisions (unknown model) from the start.
+  refresh_view(self);
+  self->send(self, retire_atom::value);
 
   return {
-    [self](submit_atom, task_spec& spec) -> caf::result<submit_reply> {
+    [self](submit_atom, task_spec& spec, submit_continuation& reply) {
       auto& s = self->state;
-      if (model_known(s.view.nodes, spec.model))
-        return admit(self, std::move(spec));
-      // The model may belong to a node that registered since the last pass: look again first.
       auto registry = current_node_registry(self->system());
-      if (!registry)
-        return admit(self, std::move(spec));
-      auto rp = self->make_response_promise<submit_reply>();
+      if (model_known(s.view.nodes, spec.model) || !registry)
+        return reply(admit(self, std::move(spec)));
+      // The model may belong to a node that registered since the last refresh: look again first.
       self->request(registry, std::chrono::seconds(2), placement_atom::value)
         .then(
-          [self, rp, spec](placement_snapshot& snap) mutable {
+          [self, spec, reply](placement_snapshot& snap) mutable {
             self->state.view = std::move(snap);
-            rp.deliver(admit(self, std::move(spec)));
+            self->state.view_time = std::chrono::steady_clock::now();
+            reply(admit(self, std::move(spec)));
           },
-          [self, rp, spec](const caf::error&) mutable {
-            rp.deliver(admit(self, std::move(spec)));
-          });
-      return rp;
-    },
-    [self](caf::get_atom, task_atom, const std::string& task_id) {
-      auto& s = self->state;
-      auto it = s.by_name.find(task_id);
-      return it == s.by_name.end() ? caf::actor{} : s.tasks[it->second].task;
+          [self, spec, reply](const caf::error&) mutable { reply(admit(self, std::move(spec))); });
     },
     [self](requeue_atom, std::uint64_t id) {
       auto& s = self->state;
@@ -230,46 +304,46 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       if (it == s.tasks.end())
         return;
       auto& spec = it->second.spec;
+      // The pool it failed on is out of this view until the registry says otherwise.
+      for (auto& n : s.view.nodes)
+        for (auto& p : n.pools)
+          if (slot_key(n.node_id, p.pool_id) == it->second.slot)
+            p.ready = false;
+      release_slot(s, it->second);
       // A fail-over is no new admission: it may exceed the capacity by the tasks in flight.
       if (s.queue->push({id, spec.model, true, wall_clock_ms(), spec.deadline_ms})
           != admission_queue_core::admit_result::admitted)
         self->send(it->second.task, fail_atom::value, std::string("WORKER_RESET"),
                    std::string("the worker failed and the queue is full"));
       set_depth(s);
-      schedule_pass(self);
+      refresh_view(self);
+    },
+    [self](release_atom, std::uint64_t id) {
+      auto& s = self->state;
+      auto it = s.tasks.find(id);
+      if (it == s.tasks.end())
+        return;
+      release_slot(s, it->second);
+      if (s.queue->size() > 0)
+        trigger_pass(self);
+      s.ended.emplace_back(id, std::chrono::steady_clock::now());
+      retire_ended(self);
+    },
+    [self](retire_atom) {
+      retire_ended(self);
+      self->delayed_send(self, std::chrono::seconds(1), retire_atom::value);
     },
     [self](cancel_atom, std::uint64_t id) {
       self->state.queue->remove(id);
       set_depth(self->state);
     },
     [self](tick_timer_atom) {
-      auto& s = self->state;
-      s.tick_pending = false;
-      if (s.pass_running) {
-        s.rerun = true;
-        return;
-      }
-      auto registry = current_node_registry(self->system());
-      if (!registry) {
-        schedule_pass(self);
-        return;
-      }
-      s.pass_running = true;
-      self->request(registry, std::chrono::seconds(2), placement_atom::value)
-        .then(
-          [self](placement_snapshot& snap) {
-            auto& cur = self->state;
-            cur.pass_running = false;
-            run_pass(self, std::move(snap));
-            if (std::exchange(cur.rerun, false))
-              trigger_pass(self);
-            else
-              schedule_pass(self);
-          },
-          [self](const caf::error&) {
-            self->state.pass_running = false;
-            schedule_pass(self);
-          });
+      self->state.tick_pending = false;
+      refresh_view(self);
+    },
+    [self](pass_atom) {
+      self->state.pass_pending = false;
+      run_pass(self);
     },
   };
 }

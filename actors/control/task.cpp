@@ -13,9 +13,6 @@ namespace {
 
 namespace json = boost::json;
 
-// How long an ended task stays for late readers (GET, SSE replay).
-constexpr std::chrono::minutes retention{10};
-
 struct sse_event {
   std::string name;
   std::string data; // JSON
@@ -47,16 +44,27 @@ std::string sse_frame(const sse_event& e) {
   return "event: " + e.name + "\ndata: " + e.data + "\n\n";
 }
 
-void emit(task_actor* self, std::string name, std::string data) {
+// Appends events to the log and hands them on: one write per subscriber for all of them.
+void emit(task_actor* self, std::vector<sse_event> events) {
   auto& st = self->state;
-  st.log.push_back({std::move(name), std::move(data)});
-  auto frame = sse_frame(st.log.back());
+  std::string frames;
+  for (auto& e : events)
+    frames += sse_frame(e);
   auto& subs = st.subscribers;
   subs.erase(std::remove_if(subs.begin(), subs.end(),
-                            [&](auto& ex) { return !ex->write(frame); }),
+                            [&](auto& ex) { return !ex->write(frames); }),
              subs.end());
-  for (auto& l : st.listeners)
-    self->send(l, task_event_atom::value, st.log.back().name, st.log.back().data);
+  for (auto& e : events) {
+    for (auto& l : st.listeners)
+      self->send(l, task_event_atom::value, e.name, e.data);
+    st.log.push_back(std::move(e));
+  }
+}
+
+void emit(task_actor* self, std::string name, std::string data) {
+  std::vector<sse_event> one;
+  one.push_back({std::move(name), std::move(data)});
+  emit(self, std::move(one));
 }
 
 metrics::family<metrics::counter>& tasks_total(metrics::registry& r) {
@@ -83,7 +91,8 @@ void finish(task_actor* self, std::string state, std::string name, std::string d
                .count());
   if (st.agent)
     self->demonitor(st.agent);
-  self->delayed_send(self, retention, retire_atom::value); // admission sees it go down
+  // admission frees its slot, and retires it when it is no longer among the retained
+  self->send(st.settings.admission, release_atom::value, st.settings.engine_id);
 
 }
 
@@ -175,22 +184,30 @@ caf::behavior task(task_actor* self, task_settings settings,
       req.reply_to = caf::actor_cast<caf::actor>(self);
       self->send(agent, generate_atom::value, pool_id, std::move(req));
     },
-    [self](const engine::engine_token& tok) {
+    [self](const std::vector<engine::engine_token>& tokens) {
       auto& st = self->state;
       // Indices make duplicates after a resumption harmless; nothing follows the terminal event.
-      if (st.terminal || tok.index != st.token_ids.size())
+      if (st.terminal)
         return;
-      if (st.token_ids.empty()) {
-        st.first_token_at = std::chrono::steady_clock::now();
-        st.metrics
-          ->histogram_family("orchd_task_first_token_seconds", "From admission to the first token",
-                             {}, {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})
-          .with({})
-          .observe(std::chrono::duration<double>(st.first_token_at - st.submitted).count());
+      std::vector<sse_event> events;
+      for (auto& tok : tokens) {
+        if (tok.index != st.token_ids.size())
+          continue;
+        if (st.token_ids.empty()) {
+          st.first_token_at = std::chrono::steady_clock::now();
+          st.metrics
+            ->histogram_family("orchd_task_first_token_seconds",
+                               "From admission to the first token", {},
+                               {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})
+            .with({})
+            .observe(std::chrono::duration<double>(st.first_token_at - st.submitted).count());
+        }
+        st.token_ids.push_back(tok.token_id);
+        events.push_back(
+          {"token", json::serialize(json::object{{"t", tok.piece}, {"i", tok.index}})});
       }
-      st.token_ids.push_back(tok.token_id);
-      emit(self, "token",
-           json::serialize(json::object{{"t", tok.piece}, {"i", tok.index}}));
+      if (!events.empty())
+        emit(self, std::move(events));
     },
     [self](const engine::engine_done& done) {
       auto& st = self->state;

@@ -7,7 +7,7 @@
 //
 // Messages:
 //   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
-//   engine_token, engine_done                   from the pool
+//   std::vector<engine_token>, engine_done       from the pool (tokens in order, several at once)
 //   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client
 //   (subscribe_atom, caf::actor)  an in-process listener: gets (task_event_atom, name, data_json)
 //                                 for every event, the log first

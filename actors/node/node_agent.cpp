@@ -6,6 +6,7 @@
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
 
+#include <map>
 #include <random>
 
 namespace llorch {
@@ -22,6 +23,7 @@ struct agent_state {
   std::chrono::milliseconds backoff{0};
   std::int32_t last_rtt_ms = -1;
   std::minstd_rand jitter{std::random_device{}()};
+  std::map<std::string, caf::actor> pool_actors; // pool id -> its actor, while it lives
 };
 
 using agent_actor = caf::stateful_actor<agent_state>;
@@ -175,11 +177,18 @@ void heartbeat(agent_actor* self) {
 template <class F, class G>
 void with_pool(agent_actor* self, const std::string& pool_id, F f, G missing) {
   auto& st = self->state;
+  if (auto it = st.pool_actors.find(pool_id); it != st.pool_actors.end())
+    return f(it->second); // no round trip to the supervisor per task
   if (!st.settings.pools)
     return missing();
   self->request(st.settings.pools, std::chrono::seconds(5), caf::get_atom::value, pool_id)
-    .then([f](const caf::actor& pool) mutable { f(pool); },
-          [missing](const caf::error&) mutable { missing(); });
+    .then(
+      [self, pool_id, f](const caf::actor& pool) mutable {
+        if (pool && self->state.pool_actors.emplace(pool_id, pool).second)
+          self->monitor(pool); // a restarted pool is a new actor: looked up again
+        f(pool);
+      },
+      [missing](const caf::error&) mutable { missing(); });
 }
 
 void update_pool(agent_actor* self, pool_status ps) {
@@ -187,9 +196,10 @@ void update_pool(agent_actor* self, pool_status ps) {
   auto& pools = st.settings.identity.pools;
   auto it = std::find_if(pools.begin(), pools.end(),
                          [&](auto& p) { return p.pool_id == ps.pool_id; });
-  // Readiness and free slots drive placement: tell the control plane now, not at the next beat.
+  // Readiness drives placement: tell the control plane now, not at the next beat. Busy slots
+  // need not: admission counts the tasks it placed; beats carry the figure for /v2/nodes.
   bool changed = it == pools.end() || it->state != ps.state || it->ready != ps.ready
-                 || it->slots_free != ps.slots_free;
+                 || it->draining != ps.draining || it->model_id != ps.model_id;
   if (it == pools.end())
     pools.push_back(std::move(ps));
   else
@@ -204,6 +214,9 @@ caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
   self->state.settings = std::move(settings);
   self->state.middleman = std::move(middleman);
   self->set_down_handler([self](caf::down_msg& dm) {
+    auto& pools = self->state.pool_actors;
+    for (auto it = pools.begin(); it != pools.end();)
+      it = it->second.address() == dm.source ? pools.erase(it) : std::next(it);
     if (dm.source == self->state.registry.address())
       lose_orchestrator(self, "connection lost");
   });

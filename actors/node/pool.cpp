@@ -16,6 +16,7 @@ using ready_timer_atom = caf::atom_constant<caf::atom("readyt")>;
 using restart_timer_atom = caf::atom_constant<caf::atom("restartt")>;
 using wedge_timer_atom = caf::atom_constant<caf::atom("wedget")>;
 using drain_timer_atom = caf::atom_constant<caf::atom("draint")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
 struct pool_state {
   static inline const char* name = "pool";
@@ -33,13 +34,16 @@ struct pool_state {
   bool replacing = false; // the running engine was stopped to start another (preload)
   int restarts = 0;
   // Streams in flight: the engine answers the pool, which relays to the task's actor (one hop
-  // over the cluster connection the node already has).
+  // over the cluster connection the node already has). Tokens that arrive while the pool is
+  // busy go on together: one message per mailbox drain, not one per token.
   struct relay {
     caf::actor task;
     std::uint64_t next_index = 0;
     std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
+    std::vector<engine::engine_token> pending;
   };
   std::map<std::uint64_t, relay> streams;
+  bool flush_queued = false;
   bool wedge_timer = false;
   std::uint64_t drain_generation = 0; // 0: not draining
 
@@ -85,10 +89,11 @@ void start_engine(pool_actor* self) {
   std::vector<std::string> argv{s.engine_binary, "serve", "--model", st.model->path,
                                 "--model-id", st.model->id, "--handoff-dir", s.handoff_dir,
                                 "--pool-id", s.pool.id, "--replica-id", s.replica_id,
-                                "--slots", std::to_string(s.pool.slots)};
-  if (s.engine_threads > 0) {
+                                "--slots", std::to_string(s.pool.slots),
+                                "--keepalive-ms", std::to_string(s.engine_keepalive_ms)};
+  if (s.pool.threads > 0) {
     argv.push_back("--threads");
-    argv.push_back(std::to_string(s.engine_threads));
+    argv.push_back(std::to_string(s.pool.threads));
   }
   if (!st.status.device_mask.empty()) {
     argv.push_back("--device-mask");
@@ -112,10 +117,19 @@ void start_engine(pool_actor* self) {
 }
 
 // Every stream in flight ends with an error the task actor can fail over from.
+void flush(pool_actor* self, pool_state::relay& r) {
+  if (r.pending.empty())
+    return;
+  self->send(r.task, std::move(r.pending));
+  r.pending.clear();
+}
+
 void fail_streams(pool_actor* self, const std::string& why) {
   auto& st = self->state;
-  for (auto& [task_id, r] : st.streams)
+  for (auto& [task_id, r] : st.streams) {
+    flush(self, r);
     self->send(r.task, stream_failed(task_id, r.next_index, why));
+  }
   st.streams.clear();
 }
 
@@ -314,7 +328,7 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
                                                "pool " + s.settings.pool.id + " is not ready"));
         return;
       }
-      s.streams[req.task_id] = {req.reply_to, req.first_index};
+      s.streams[req.task_id] = {req.reply_to, req.first_index, std::chrono::steady_clock::now(), {}};
       req.reply_to = caf::actor_cast<caf::actor>(self);
       self->send(s.engine, std::move(req));
       update_slots(self);
@@ -328,13 +342,24 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       it->second.next_index = tok.index + 1;
       it->second.last_progress = std::chrono::steady_clock::now();
       count_tokens_out(*s.metrics, s.settings.pool.id);
-      self->send(it->second.task, std::move(tok));
+      it->second.pending.push_back(std::move(tok));
+      // the flush comes after whatever is in the mailbox now: tokens queued behind this one
+      // join the same message
+      if (!std::exchange(s.flush_queued, true))
+        self->send(self, flush_atom::value);
+    },
+    [self](flush_atom) {
+      auto& s = self->state;
+      s.flush_queued = false;
+      for (auto& [task_id, r] : s.streams)
+        flush(self, r);
     },
     [self](engine::engine_done& done) {
       auto& s = self->state;
       auto it = s.streams.find(done.task_id);
       if (it == s.streams.end())
         return;
+      flush(self, it->second);
       self->send(it->second.task, std::move(done));
       s.streams.erase(it);
       update_slots(self);

@@ -14,7 +14,8 @@
 //                                            the engine stops and the pool is unloaded
 //   (caf::get_atom)                        -> pool_runtime_view
 //   engine_generate / engine_cancel        from a task actor (through the node_agent); the engine's
-//                                          engine_token / engine_done are relayed to the task
+//                                          engine_token / engine_done are relayed to the task, the
+//                                          tokens as std::vector<engine_token> (those that queued up)
 #include "engines/engine_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/messages.hpp"
@@ -42,7 +43,7 @@ struct pool_settings {
   std::vector<config::model_entry> models; // the node's models: what preload may name
   std::string handoff_dir;
   std::string engine_binary;                // llorch-engine
-  int engine_threads = 0;                   // 0: the engine's default
+  int engine_keepalive_ms = 1000;           // the node's orchestrator.keepalive_ms
   restart_limits restart;
   std::chrono::milliseconds ready_timeout{120000}; // loading for longer is a failed start
   std::chrono::milliseconds wedged_after{60000};   // a busy slot without a token this long
@@ -78,4 +79,5 @@ caf::actor spawn_pool(caf::actor_system& sys, pool_settings settings,
 CAF_BEGIN_TYPE_ID_BLOCK(llorch_pool, caf::first_custom_type_id + 150)
   CAF_ADD_TYPE_ID(llorch_pool, (llorch::pool_runtime_view))
   CAF_ADD_TYPE_ID(llorch_pool, (std::vector<llorch::pool_runtime_view>))
+  CAF_ADD_TYPE_ID(llorch_pool, (std::vector<llorch::engine::engine_token>))
 CAF_END_TYPE_ID_BLOCK(llorch_pool)

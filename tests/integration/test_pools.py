@@ -55,6 +55,18 @@ def test_preloaded_pool_becomes_ready_through_its_handoff_file(cluster, tiny_mod
         assert event in node.read_log()
 
 
+def test_idle_engine_keeps_its_link_past_the_dead_after_timeout(cluster, tiny_model):
+    # the engine heartbeats at the node's keepalive: an idle one is not taken for dead
+    cluster.start_orchestratord()
+    node = start_pool_node(cluster, tiny_model)
+    assert wait_until(lambda: status(node).get("ready"), 10) is not None
+    pid = status(node)["pid"]
+    time.sleep(3 * cluster.dead_after_ms / 1000)
+    s = status(node)
+    assert s["ready"] and s["pid"] == pid and s["restarts"] == 0, node.read_log()
+    assert "engine_lost" not in node.read_log()
+
+
 def test_killed_engine_is_restarted_and_ready_again(cluster, tiny_model):
     cluster.start_orchestratord()
     node = start_pool_node(cluster, tiny_model)

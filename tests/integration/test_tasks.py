@@ -126,6 +126,22 @@ def test_admission_errors(cluster, models):
     assert http("GET", cluster.orch.url + "/v2/tasks/nope", token=cluster.token)[0] == 404
 
 
+def test_only_the_newest_ended_tasks_are_retained(cluster, models):
+    cluster.start_orchestratord(extra={"admission": {"retained_tasks": 2}})
+    node_with_pool(cluster, models, "gpu-node-1", "pool-1")
+    assert wait_until(lambda: ready_pools(cluster), 10) is not None
+    ids = []
+    for _ in range(3):
+        status, _, body = submit(cluster, max_tokens=2)
+        assert status == 202, body
+        assert events(cluster, body["task_id"])[-1][0] == "end"
+        ids.append(body["task_id"])
+    url = f"{cluster.orch.url}/v2/tasks/"
+    assert wait_until(lambda: http("GET", url + ids[0], token=cluster.token)[0] == 404, 5) is not None
+    for task_id in ids[1:]:
+        assert http("GET", url + task_id, token=cluster.token)[0] == 200
+
+
 def test_cancel_is_race_free(cluster, models):
     start(cluster, models)
     status, _, body = submit(cluster, max_tokens=250, task_id="long")
@@ -162,6 +178,35 @@ def test_queue_full_is_429_with_retry_after(cluster, models):
         time.sleep(0.05)
     assert codes[:3] == [202, 202, 202] and 429 in codes, codes
     assert metric_value(cluster.metrics(), "orchd_admission_queue_depth", {"priority": "interactive"}) == 2
+
+
+def test_a_pool_never_runs_more_tasks_than_its_slots_and_freed_slots_are_refilled(cluster, models):
+    # admission counts the slots it fills: no heartbeat is needed to free one
+    cluster.start_orchestratord()
+    node_with_pool(cluster, models, "gpu-node-1", "pool-1", slots=2)
+    assert wait_until(lambda: len(ready_pools(cluster)) == 1, 15) is not None
+    spans = {}
+
+    def run(i):
+        status, _, body = submit(cluster, max_tokens=30, task_id=f"s{i}")
+        assert status == 202, body
+        times = {}
+        events(cluster, body["task_id"],
+               lambda ev: times.setdefault(ev[0], time.monotonic()))
+        spans[i] = (times["started"], times["end"])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(spans) == 6
+    # each task is ~30 tokens of s15m (tens of ms): a third one placed on the pool while two run
+    # would start long before either ends; 5 ms of slack absorbs the clients' own jitter
+    for s, _ in spans.values():
+        at = s + 0.005
+        assert sum(1 for b, e in spans.values() if b <= at < e) <= 2, spans
+    assert http("GET", cluster.daemons[1].url + "/pools/pool-1/status")[2]["slots_free"] == 2
 
 
 def test_pinning_places_on_the_named_pool(cluster, models):

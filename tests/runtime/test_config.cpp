@@ -131,6 +131,7 @@ TEST_CASE("an empty orchestratord object gives the runbook defaults") {
   CHECK(c.heartbeat.timeout_ms == 30000);
   CHECK(c.admission_capacity == 100);
   CHECK(c.admission_policy == "reject");
+  CHECK(c.admission_retained_tasks == 10000);
   CHECK(c.placement_strategy == "least-loaded");
   CHECK(c.log_level == "info");
   CHECK(c.cloud_profile);
@@ -145,7 +146,7 @@ TEST_CASE("orchestratord config with comments and trailing commas") {
     /* cluster link */
     "cluster": { "listen": "[::1]:7071", "keepalive_ms": 100, "dead_after_ms": 1000 },
     "heartbeat": { "interval_ms": 1000, "timeout_ms": 3000 },
-    "admission": { "capacity": 5, "policy": "reject" },
+    "admission": { "capacity": 5, "policy": "reject", "retained_tasks": 7 },
     "placement": { "strategy": "least-loaded" },
     "log": { "level": "debug" },
     "cloud_profile": false,
@@ -163,6 +164,7 @@ TEST_CASE("orchestratord config with comments and trailing commas") {
   CHECK(c.heartbeat.interval_ms == 1000);
   CHECK(c.heartbeat.timeout_ms == 3000);
   CHECK(c.admission_capacity == 5);
+  CHECK(c.admission_retained_tasks == 7);
   CHECK(c.log_level == "debug");
   CHECK_FALSE(c.cloud_profile);
   CHECK(c.auth.token == "s3cret-token");
@@ -198,6 +200,8 @@ TEST_CASE("orchestratord validation names the path and what was expected") {
      "expected an integer from 10 to 3600000, found -1"},
     {R"({"heartbeat": {"interval_ms": "10s"}})", "$.heartbeat.interval_ms", "found \"10s\""},
     {R"({"heartbeat": {"interval_ms": null}})", "$.heartbeat.interval_ms", "found null"},
+    {R"({"admission": {"retained_tasks": -1}})", "$.admission.retained_tasks",
+     "expected an integer from 0 to 1000000, found -1"},
     {R"({"admission": {"capacity": 0}})", "$.admission.capacity",
      "expected an integer from 1 to 1000000, found 0"},
     {R"({"admission": {"policy": "drop"}})", "$.admission.policy",
@@ -345,7 +349,7 @@ TEST_CASE("pool-managerd config with models and pools") {
     "restart": { "max_restarts": 3, "within_s": 10, "backoff_initial_ms": 50, "backoff_max_ms": 500 },
     "models": [ { "id": "tiny", "path": "models/tiny.gguf" } ],
     "pools": [
-      { "id": "pool-0", "devices": [0, 1], "slots": 4, "model": "tiny", "engine": "llorch" },
+      { "id": "pool-0", "devices": [0, 1], "slots": 4, "threads": 2, "model": "tiny", "engine": "llorch" },
       { "id": "pool-1", "model": { "id": "other", "path": "/srv/other.gguf" } },
       { "id": "pool-2", "devices": [] },
     ],
@@ -375,9 +379,11 @@ TEST_CASE("pool-managerd config with models and pools") {
   REQUIRE(c.pools.size() == 3);
   CHECK(c.pools[0].devices == std::vector<int>{0, 1});
   CHECK(c.pools[0].slots == 4);
+  CHECK(c.pools[0].threads == 2);
   REQUIRE(c.pools[0].model);
   CHECK(c.pools[0].model->path == "models/tiny.gguf");
   CHECK(c.pools[1].slots == 1);
+  CHECK(c.pools[1].threads == 0);
   CHECK(c.pools[1].engine == "llorch");
   CHECK(c.pools[1].model->id == "other");
   CHECK_FALSE(c.pools[2].model);
@@ -480,6 +486,8 @@ TEST_CASE("pool-managerd validation names the path and what was expected") {
      "expected an array of GPU device numbers, found 0"},
     {pm_with(R"("pools": [{"id": "p", "slots": 0}])"), "$.pools[0].slots",
      "expected an integer from 1 to 1024, found 0"},
+    {pm_with(R"("pools": [{"id": "p", "threads": 1000}])"), "$.pools[0].threads",
+     "expected an integer from 1 to 256, found 1000"},
     {pm_with(R"("pools": [{"id": "p", "engine": "vllm"}])"), "$.pools[0].engine",
      "expected one of llorch, found \"vllm\""},
     {pm_with(R"("pools": [{"id": "p", "model": "missing"}])"), "$.pools[0].model",
