@@ -165,6 +165,37 @@ sse_result orch_task(connection& c, const std::string& token, const std::string&
   return r;
 }
 
+// Aggregate tokens/s of `streams` concurrent requests straight to the engine, n in all.
+int direct_streams(caf::actor_system& sys, const caf::actor& engine, const std::string& prompt,
+                   int n, int max_tokens, int streams) {
+  caf::scoped_actor self{sys};
+  int sent = 0, finished = 0;
+  long tokens = 0;
+  auto submit = [&] {
+    engine::engine_generate req;
+    req.task_id = static_cast<std::uint64_t>(++sent);
+    req.prompt = prompt;
+    req.max_tokens = max_tokens;
+    req.seed = 1;
+    req.reply_to = caf::actor_cast<caf::actor>(self);
+    self->send(engine, req);
+  };
+  auto t0 = clk::now();
+  while (sent < std::min(streams, n))
+    submit();
+  while (finished < n)
+    self->receive([&](const engine::engine_token&) { ++tokens; },
+                  [&](const engine::engine_done&) {
+                    ++finished;
+                    if (sent < n)
+                      submit();
+                  });
+  auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+  std::printf("mode=direct-streams streams=%d tokens=%ld tok_s=%.1f\n", streams, tokens,
+              static_cast<double>(tokens) / secs);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -183,8 +214,7 @@ int main(int argc, char** argv) {
   int max_tokens = std::atoi(argv[5]);
   std::string prompt = "Once upon a time";
 
-  if (mode == "direct-streams") {
-    int streams = argc > 6 ? std::atoi(argv[6]) : 8;
+  if (mode == "direct" || mode == "direct-streams") {
     caf::actor_system_config cfg;
     net::cluster_options opts;
     net::configure_cluster(cfg, opts);
@@ -194,43 +224,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
       return 1;
     }
-    caf::scoped_actor self{sys};
-    int sent = 0, finished = 0;
-    long tokens = 0;
-    auto submit = [&] {
-      engine::engine_generate req;
-      req.task_id = static_cast<std::uint64_t>(++sent);
-      req.prompt = prompt;
-      req.max_tokens = max_tokens;
-      req.seed = 1;
-      req.reply_to = caf::actor_cast<caf::actor>(self);
-      self->send(*engine, req);
-    };
-    auto t0 = clk::now();
-    while (sent < std::min(streams, n))
-      submit();
-    while (finished < n)
-      self->receive([&](const engine::engine_token&) { ++tokens; },
-                    [&](const engine::engine_done&) {
-                      ++finished;
-                      if (sent < n)
-                        submit();
-                    });
-    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
-    std::printf("mode=direct-streams streams=%d tokens=%ld tok_s=%.1f\n", streams, tokens,
-                static_cast<double>(tokens) / secs);
-    return 0;
-  }
-  if (mode == "direct") {
-    caf::actor_system_config cfg;
-    net::cluster_options opts;
-    net::configure_cluster(cfg, opts);
-    caf::actor_system sys{cfg};
-    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
-    if (!engine) {
-      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
-      return 1;
-    }
+    if (mode == "direct-streams")
+      return direct_streams(sys, *engine, prompt, n, max_tokens, argc > 6 ? std::atoi(argv[6]) : 8);
     std::vector<double> ttft, tps;
     caf::scoped_actor self{sys};
     for (int i = 0; i < n; ++i) {
