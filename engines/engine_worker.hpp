@@ -37,6 +37,7 @@ private:
     caf::actor reply_to;
     int prev = 0;
     std::uint64_t next_index = 0;
+    bool started = false; // a token was sent
     utf8_stream text;
   };
   void loop();
