@@ -35,8 +35,10 @@ struct admission_state {
   // Slots are counted where tasks are placed: a pool's free slots are its capacity less the
   // tasks placed on it that have not ended, so placement never waits for a heartbeat.
   std::map<std::string, int> busy;                  // "node\npool" -> tasks running there
-  bool pass_running = false;                        // a refresh is in flight
+  bool refresh_running = false;                     // a view is being fetched
   bool pass_pending = false;                        // a pass on the current view is queued
+  bool tick_pending = false;
+  std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> ended; // oldest first
 
   // Task actors outlive their end for late readers; when admission goes (shutdown, restart)
   // they go with it, or the actor system would wait for their retention to run out.
@@ -46,9 +48,6 @@ struct admission_state {
       caf::anon_send_exit(e.task, caf::exit_reason::user_shutdown);
     }
   }
-  std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> ended; // oldest first
-
-  bool tick_pending = false;
 };
 
 using admission_actor = caf::stateful_actor<admission_state>;
@@ -177,25 +176,25 @@ void run_pass(admission_actor* self) {
 // Asks the registry for a new view, then runs a pass over it.
 void refresh_view(admission_actor* self) {
   auto& st = self->state;
-  if (st.pass_running)
+  if (st.refresh_running)
     return;
   auto registry = current_node_registry(self->system());
   if (!registry) {
     schedule_pass(self);
     return;
   }
-  st.pass_running = true;
+  st.refresh_running = true;
   self->request(registry, std::chrono::seconds(2), placement_atom::value)
     .then(
       [self](placement_snapshot& snap) {
         auto& cur = self->state;
-        cur.pass_running = false;
+        cur.refresh_running = false;
         cur.view = std::move(snap);
         cur.view_time = std::chrono::steady_clock::now();
         run_pass(self);
       },
       [self](const caf::error&) {
-        self->state.pass_running = false;
+        self->state.refresh_running = false;
         schedule_pass(self);
       });
 }
