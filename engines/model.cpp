@@ -111,8 +111,9 @@ status validate_vocabulary(const vocabulary& v, int vocab_size) {
       continue;
     if (!seen.insert(p).second)
       return fail("token " + std::to_string(i) + " repeats the piece \"" + p + "\"");
+    // byte fallback uses the pieces marked as bytes: a "<0x41>" typed as normal text is no fallback
     std::uint8_t b = 0;
-    if (parse_byte_piece(p, b))
+    if (v.kinds[i] == token_kind::byte && parse_byte_piece(p, b))
       bytes[b] = true;
     if (p == " ")
       has_space = true;

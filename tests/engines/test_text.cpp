@@ -49,6 +49,17 @@ TEST_CASE("the generated vocabulary is SentencePiece-shaped") {
   }
 }
 
+TEST_CASE("a byte piece that is not typed as a byte token is no byte fallback") {
+  // found by the fuzz loop: GGUF token types can mark "<0x41>" as normal text; the tokenizer then
+  // had no id for byte 0x41 and encoding an "A" it could not merge read out of bounds
+  vocabulary v = make_test_vocabulary(512);
+  REQUIRE(validate_vocabulary(v, 512).ok());
+  v.kinds[3 + 0x41] = token_kind::normal;
+  const auto st = validate_vocabulary(v, 512);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message() == "tokenizer has no byte token <0x41> for byte fallback");
+}
+
 TEST_CASE("encode merges by score, adds BOS and the prefix space; decode inverts it") {
   const vocabulary v = make_test_vocabulary(32000);
   const tokenizer t(v);
