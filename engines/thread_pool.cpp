@@ -28,8 +28,14 @@ void thread_pool::drain(std::uint64_t gen, int worker) {
   while (true) {
     std::uint64_t c = next_.load(std::memory_order_acquire);
     if ((c >> 32) != gen) return;
-    // n_ and min_chunk_ may already belong to a later generation; then the claim below fails
-    const std::int64_t n = n_.load(std::memory_order_relaxed), min_chunk = min_chunk_.load(std::memory_order_relaxed);
+    // The size carries its generation: a worker still here after the last chunk of an earlier
+    // job could otherwise read the next job's size while next_ still holds the old job's end,
+    // claim past it, and run and count a range that does not exist (the caller then waits
+    // forever). min_chunk_ only shapes chunks, so a stale one is harmless.
+    const std::uint64_t job = job_.load(std::memory_order_acquire);
+    if ((job >> 32) != gen) return;
+    const auto n = static_cast<std::int64_t>(job & chunk_mask);
+    const std::int64_t min_chunk = min_chunk_.load(std::memory_order_relaxed);
     const auto b = static_cast<std::int64_t>(c & chunk_mask);
     if (b >= n) return;
     // guided: a share of what is left, so the last chunks are small and the threads end together
@@ -44,13 +50,13 @@ void thread_pool::drain(std::uint64_t gen, int worker) {
 
 void thread_pool::parallel_for(std::int64_t n, std::int64_t min_chunk, const range_fn& fn) {
   if (n <= 0) return;
-  if (workers_.empty() || n <= min_chunk) {
+  if (workers_.empty() || n <= min_chunk || n > static_cast<std::int64_t>(chunk_mask)) {
     fn(0, n, 0);
     return;
   }
   const std::uint64_t gen = (++generation_) & chunk_mask;
   fn_.store(&fn, std::memory_order_relaxed);
-  n_.store(n, std::memory_order_relaxed);
+  job_.store(gen << 32 | static_cast<std::uint64_t>(n), std::memory_order_release);
   min_chunk_.store(std::max<std::int64_t>(1, min_chunk), std::memory_order_relaxed);
   completed_.store(0, std::memory_order_relaxed);
   next_.store(gen << 32, std::memory_order_release);

@@ -36,7 +36,8 @@ private:
 
   std::vector<std::thread> workers_;
   std::atomic<const range_fn*> fn_{nullptr};
-  std::atomic<std::int64_t> n_{0}, min_chunk_{1};
+  std::atomic<std::uint64_t> job_{0}; // generation << 32 | size of the range
+  std::atomic<std::int64_t> min_chunk_{1};
   std::atomic<std::uint64_t> next_{0}; // generation << 32 | start of the next chunk to claim
   std::atomic<std::int64_t> completed_{0};
   std::uint64_t generation_ = 0;

@@ -7,6 +7,10 @@
 #include <sstream>
 
 #include "engines/batch_decoder.hpp"
+#include "engines/thread_pool.hpp"
+
+#include <atomic>
+#include <chrono>
 #include "engines/tokenizer.hpp"
 #include "support.hpp"
 
@@ -224,4 +228,22 @@ TEST_CASE("cancel frees the slot at once and the others carry on unchanged") {
   }
   CHECK(got_b == b_alone);
   CHECK_FALSE(d.cancel(1));
+}
+
+TEST_CASE("thread pool: back-to-back jobs of different sizes each cover their range exactly once") {
+  // A worker still claiming after an earlier job's last chunk once read the next job's size and
+  // ran a range that did not exist; the caller then waited forever (about once in a million
+  // jobs). Short jobs back to back for 8 s, sizes changing every time, more threads than cores.
+  llorch::engine::thread_pool pool(4);
+  std::vector<std::atomic<int>> hits(512);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+  for (int round = 0; std::chrono::steady_clock::now() < until; ++round) {
+    const std::int64_t n = 3 + (round * 7919) % 500;
+    for (std::int64_t i = 0; i < n; ++i) hits[static_cast<std::size_t>(i)].store(0, std::memory_order_relaxed);
+    pool.parallel_for(n, 1, [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t i = b; i < e; ++i) hits[static_cast<std::size_t>(i)].fetch_add(1, std::memory_order_relaxed);
+    });
+    for (std::int64_t i = 0; i < n; ++i)
+      if (hits[static_cast<std::size_t>(i)].load() != 1) FAIL("round " << round << ": item " << i << " ran " << hits[static_cast<std::size_t>(i)].load() << " times");
+  }
 }
