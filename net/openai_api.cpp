@@ -5,6 +5,7 @@
 #include "actors/control/task.hpp"
 #include "net/actor_bridge.hpp"
 #include "net/http_router.hpp"
+#include "net/task_api.hpp"
 #include "runtime/clock.hpp"
 
 #include <boost/json.hpp>
@@ -218,22 +219,12 @@ void run(caf::actor_system& sys, exchange_ptr ex, bool chat) {
   if (!parse_openai(ex->request().body, chat, req, error))
     return ex->respond(error_response(400, "INVALID_PARAMS", error));
   auto* system = &sys;
-  auto admission = current_admission(sys);
-  if (!admission)
-    return ex->respond(error_response(503, "UNAVAILABLE", "admission is restarting", true, 1000));
-  auto spec = req.spec;
-  submit_continuation reply = [system, ex, req, guard = answer_if_dropped(ex)](const submit_reply& r) {
-    if (r.status != 202)
-      return ex->respond(error_response(r.status, r.code, r.message, r.status == 429,
-                                        r.status == 429 ? std::optional<std::int64_t>(r.retry_after_ms)
-                                                        : std::nullopt));
-    guard->disarm(); // the listener answers from here on
-    auto listener = system->spawn(openai_listener, req, ex);
+  submit_task(sys, ex, req.spec, [system, ex, req](const submit_reply& r) {
+    auto listener = system->spawn(openai_listener, req, ex); // it answers from here on
     // A streaming client that goes away cancels its task (frees the engine slot).
     ex->on_close([task = r.task] { caf::anon_send(task, cancel_atom::value); });
     caf::anon_send(r.task, subscribe_atom::value, listener);
-  };
-  caf::anon_send(admission, submit_atom::value, std::move(spec), std::move(reply));
+  });
 }
 
 } // namespace

@@ -34,6 +34,23 @@ void with_task(const task_directory& tasks, const exchange_ptr& ex, F then) {
 
 } // namespace
 
+void submit_task(caf::actor_system& sys, std::shared_ptr<http_exchange> ex, task_spec spec,
+                 std::function<void(const submit_reply&)> on_admitted) {
+  auto admission = current_admission(sys);
+  if (!admission)
+    return ex->respond(error_response(503, "UNAVAILABLE", "admission is restarting", true, 1000));
+  // Admission answers through this continuation, with no bridge actor or timer per request.
+  submit_continuation reply = [ex, on_admitted, guard = answer_if_dropped(ex)](const submit_reply& r) {
+    if (r.status != 202)
+      return ex->respond(error_response(r.status, r.code, r.message, r.status == 429,
+                                        r.status == 429 ? std::optional<std::int64_t>(r.retry_after_ms)
+                                                        : std::nullopt));
+    guard->disarm();
+    on_admitted(r);
+  };
+  caf::anon_send(admission, submit_atom::value, std::move(spec), std::move(reply));
+}
+
 void add_task_routes(http_router& router, caf::actor_system& sys,
                      std::shared_ptr<const task_directory> tasks) {
   auto* system = &sys;
@@ -49,16 +66,7 @@ void add_task_routes(http_router& router, caf::actor_system& sys,
       spec.deadline_ms += std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
-    auto admission = current_admission(*system);
-    if (!admission)
-      return ex->respond(error_response(503, "UNAVAILABLE", "admission is restarting", true, 1000));
-    // Admission answers the client itself, without a round trip through a bridge actor.
-    submit_continuation reply = [ex, guard = answer_if_dropped(ex)](const submit_reply& r) {
-      if (r.status != 202)
-        return ex->respond(error_response(r.status, r.code, r.message, r.status == 429,
-                                          r.status == 429
-                                            ? std::optional<std::int64_t>(r.retry_after_ms)
-                                            : std::nullopt));
+    submit_task(*system, ex, std::move(spec), [ex](const submit_reply& r) {
       namespace json = boost::json;
       ex->respond(json_response(
         202, json::serialize(json::object{
@@ -66,8 +74,7 @@ void add_task_routes(http_router& router, caf::actor_system& sys,
                {"queue_position", r.queue_position},
                {"predicted_start_ms", r.predicted_start_ms},
                {"streams", json::object{{"sse", "/v2/tasks/" + r.task_id + "/events"}}}})));
-    };
-    caf::anon_send(admission, submit_atom::value, std::move(spec), std::move(reply));
+    });
   });
 
   router.add("GET", "/v2/tasks/{id}", route_access::token, [system, tasks](exchange_ptr ex) {

@@ -121,6 +121,11 @@ placement_request request_of(const task_spec& spec) {
 
 void refresh_view(admission_actor* self);
 
+void set_view(admission_state& st, placement_snapshot snap) {
+  st.view = std::move(snap);
+  st.view_time = std::chrono::steady_clock::now();
+}
+
 // One placement pass over the current view: expire, then place what fits.
 void run_pass(admission_actor* self) {
   auto& st = self->state;
@@ -189,8 +194,7 @@ void refresh_view(admission_actor* self) {
       [self](placement_snapshot& snap) {
         auto& cur = self->state;
         cur.refresh_running = false;
-        cur.view = std::move(snap);
-        cur.view_time = std::chrono::steady_clock::now();
+        set_view(cur, std::move(snap));
         run_pass(self);
       },
       [self](const caf::error&) {
@@ -291,8 +295,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
       self->request(registry, std::chrono::seconds(2), placement_atom::value)
         .then(
           [self, spec, reply](placement_snapshot& snap) mutable {
-            self->state.view = std::move(snap);
-            self->state.view_time = std::chrono::steady_clock::now();
+            set_view(self->state, std::move(snap));
             reply(admit(self, std::move(spec)));
           },
           [self, spec, reply](const caf::error&) mutable { reply(admit(self, std::move(spec))); });
