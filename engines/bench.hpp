@@ -17,11 +17,13 @@ struct bench_result {
   double share = 0;                // tokens_per_s / limit_tokens_per_s
 };
 
-// Reads the whole mapped file with `threads` threads, best of a few passes, in GB/s.
-double measure_read_bandwidth(const mapped_file& f, int threads);
+// Reads the whole mapped file with `threads` threads, pass after pass for at least `seconds`
+// (and at least 3 passes), in GB/s over all of them.
+double measure_read_bandwidth(const mapped_file& f, int threads, double seconds);
 
 // Greedy decode of `tokens` tokens on each of `streams` concurrent sequences; tok/s and the read
-// bandwidth are each the best of `rounds` alternating measurements.
+// bandwidth are each the best of `rounds` alternating measurements, each round a decode run then
+// a read of the same duration.
 bench_result run_bench(std::shared_ptr<const model> m, int threads, int streams, int tokens, int rounds = 3);
 
 } // namespace llorch::engine

@@ -3,12 +3,14 @@
 # GGUF) once, then measures decode tok/s with 1 and 2 threads, Q8_0 with 2 threads and 4
 # concurrent streams, each next to the limit the memory system allows in the same run:
 # (weights + KV bytes read per step) / (measured read bandwidth of the model file).
-# Usage: scenarios/bench_engine.sh [TOKENS=128]
+# Usage: scenarios/bench_engine.sh [TOKENS=128] [ROUNDS=5]
+#   each figure is the best of ROUNDS rounds, each round one decode run then one bandwidth probe
 #   LLORCH_ENGINE=path/to/llorch-engine (default build/bin/llorch-engine)
 #   LLORCH_BENCH_MODELS=dir for the generated models (default build/bench-models)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tokens=${1:-128}
+rounds=${2:-5}
 bin=${LLORCH_ENGINE:-build/bin/llorch-engine}
 models=${LLORCH_BENCH_MODELS:-build/bench-models}
 [ -x "$bin" ] || { echo "no $bin: build first (scripts/build.sh)" >&2; exit 1; }
@@ -26,7 +28,7 @@ printf '%-6s %-5s %7s %7s %9s %9s %10s %10s %6s\n' model quant threads streams "
 declare -A result
 run() { # shape quant threads streams
   local out
-  out=$("$bin" bench --model "$(model "$1" "$2")" --threads "$3" --streams "$4" --tokens "$tokens" | tail -1)
+  out=$("$bin" bench --model "$(model "$1" "$2")" --threads "$3" --streams "$4" --tokens "$tokens" --rounds "$rounds" | tail -1)
   local tps gbs bytes limit share
   tps=$(field "$out" tok_per_s); gbs=$(field "$out" read_gb_per_s); bytes=$(field "$out" bytes_per_step)
   limit=$(field "$out" limit_tok_per_s); share=$(field "$out" share)
