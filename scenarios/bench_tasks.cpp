@@ -1,7 +1,8 @@
 // llorch-bench-tasks: the task path's benchmark driver. Measures, against a running cluster,
 //   direct   the engine process itself (CAF, like the pool does): time to first token, tokens/s
 //   orch     the same requests through orchestratord (POST /v2/tasks + SSE, keep-alive sockets)
-//   load     tasks/s with max_tokens 1 from C concurrent clients through admission and placement
+//   load     tasks/s with max_tokens 1 from C concurrent clients (one epoll thread) through
+//            admission and placement
 //   direct-streams / orch-streams   aggregate tokens/s of S concurrent streams (N tasks in all),
 //            straight to the engine and through orchestratord: does the control plane keep up?
 // and prints one line of key=value per mode for scenarios/bench_tasks.sh.
@@ -19,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -196,6 +198,115 @@ int direct_streams(caf::actor_system& sys, const caf::actor& engine, const std::
   return 0;
 }
 
+// tasks/s of `clients` keep-alive connections, each submitting a task and reading its events to
+// the end, again and again, for `seconds`. One thread drives them all with epoll, like an
+// event-driven HTTP client: 64 blocking threads would cost the machine under test more CPU in
+// context switches than the requests themselves.
+int load(const std::string& host, int port, int seconds, int clients, const std::string& token,
+         const std::string& body) {
+  const std::string auth = "Authorization: Bearer " + token + "\r\n";
+  const std::string post = "POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth
+                           + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  struct client {
+    int fd = -1;
+    bool awaiting_events = false; // false: the POST's response
+    std::string in;
+  };
+  std::vector<client> cs(static_cast<std::size_t>(clients));
+  int ep = epoll_create1(0);
+  long done = 0, failed = 0;
+  auto submit = [&](std::size_t i) {
+    auto& c = cs[i];
+    if (c.fd < 0) {
+      if ((c.fd = dial(host, port)) < 0)
+        return false;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = i;
+      epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
+    }
+    c.awaiting_events = false;
+    return send_all(c.fd, post);
+  };
+  auto reconnect = [&](std::size_t i) {
+    auto& c = cs[i];
+    if (c.fd >= 0) {
+      epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
+      close(c.fd);
+    }
+    c.fd = -1;
+    c.in.clear();
+  };
+  for (std::size_t i = 0; i < cs.size(); ++i)
+    if (!submit(i)) {
+      std::fprintf(stderr, "cannot connect to %s:%d\n", host.c_str(), port);
+      return 1;
+    }
+  auto t0 = clk::now();
+  const auto stop = t0 + std::chrono::seconds(seconds);
+  std::vector<epoll_event> events(cs.size());
+  while (clk::now() < stop) {
+    int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
+    for (int k = 0; k < n; ++k) {
+      auto i = static_cast<std::size_t>(events[k].data.u64);
+      auto& c = cs[i];
+      char tmp[16384];
+      auto got = ::recv(c.fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+      if (got <= 0) { // the server closed the connection: a failed task, then a new connection
+        ++failed;
+        reconnect(i);
+        submit(i);
+        continue;
+      }
+      c.in.append(tmp, static_cast<std::size_t>(got));
+      if (!c.awaiting_events) {
+        auto head_end = c.in.find("\r\n\r\n");
+        if (head_end == std::string::npos)
+          continue;
+        auto at = c.in.find("Content-Length: ");
+        if (at == std::string::npos || at > head_end) {
+          ++failed;
+          reconnect(i);
+          submit(i);
+          continue;
+        }
+        auto length = std::stoul(c.in.substr(at + 16));
+        if (c.in.size() < head_end + 4 + length)
+          continue;
+        auto reply = c.in.substr(head_end + 4, length);
+        c.in.erase(0, head_end + 4 + length);
+        auto id_at = reply.find("\"task_id\":\"");
+        if (id_at == std::string::npos) { // refused (429, 503): counted, and the next one
+          ++failed;
+          submit(i);
+          continue;
+        }
+        auto id = reply.substr(id_at + 11, reply.find('"', id_at + 11) - id_at - 11);
+        c.awaiting_events = true;
+        send_all(c.fd, "GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n");
+        continue;
+      }
+      // the stream is chunked: its last chunk (size 0) ends the response
+      auto end = c.in.find("\r\n0\r\n\r\n");
+      if (end == std::string::npos)
+        continue;
+      (c.in.find("event: end") < end ? done : failed)++;
+      bool closing = c.in.find("Connection: close") < end;
+      c.in.erase(0, end + 7);
+      if (closing)
+        reconnect(i);
+      submit(i);
+    }
+  }
+  auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+  for (std::size_t i = 0; i < cs.size(); ++i)
+    reconnect(i);
+  close(ep);
+  std::printf("mode=load clients=%d tasks=%ld failed=%ld tasks_s=%.1f\n", clients, done, failed,
+              static_cast<double>(done) / secs);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -297,27 +408,8 @@ int main(int argc, char** argv) {
                 tokens.load(), failed.load(), static_cast<double>(tokens.load()) / secs);
     return 0;
   }
-  if (mode == "load") {
-    int seconds = n, clients = max_tokens;
-    std::atomic<long> done{0}, failed{0};
-    std::atomic<bool> stop{false};
-    std::vector<std::thread> threads;
-    auto t0 = clk::now();
-    for (int c = 0; c < clients; ++c)
-      threads.emplace_back([&] {
-        connection conn{host, port, -1, {}};
-        while (!stop)
-          (orch_task(conn, token, body(1)).ok ? done : failed)++;
-      });
-    std::this_thread::sleep_for(std::chrono::seconds(seconds));
-    stop = true;
-    for (auto& t : threads)
-      t.join();
-    auto secs = std::chrono::duration<double>(clk::now() - t0).count();
-    std::printf("mode=load clients=%d tasks=%ld failed=%ld tasks_s=%.1f\n", clients, done.load(),
-                failed.load(), static_cast<double>(done.load()) / secs);
-    return 0;
-  }
+  if (mode == "load")
+    return load(host, port, n, max_tokens, token, body(1));
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
 }
