@@ -165,6 +165,7 @@ class connection : public std::enable_shared_from_this<connection> {
   bool keep_alive_ = false;
   bool chunked_ = true;
   bool writing_ = false;
+  bool write_posted_ = false;  // a do_write waits behind the handlers queued before it
   bool watching_ = false;
   bool want_next_ = false;
   bool timed_out_ = false;
@@ -584,7 +585,7 @@ void connection::on_stream_end(std::uint64_t seq) {
   exchange_done_after_write_ = true;
   if (chunked_)
     enqueue("0\r\n\r\n");
-  else if (!writing_)
+  else if (!writing_ && outbox_.empty())
     finish_exchange();
 }
 
@@ -593,8 +594,16 @@ void connection::enqueue(std::string bytes) {
     return;
   outbox_bytes_ += bytes.size();
   outbox_.push_back(std::move(bytes));
-  if (!writing_)
-    do_write();
+  if (writing_ || write_posted_)
+    return;
+  // Not at once but after what is already queued: a task's events posted together (the
+  // stream's head and log, its last token, end event and final chunk) leave in one write.
+  write_posted_ = true;
+  asio::post(executor(), [self = shared_from_this()] {
+    self->write_posted_ = false;
+    if (!self->writing_ && !self->closed_ && !self->outbox_.empty())
+      self->do_write();
+  });
 }
 
 void connection::do_write() {
