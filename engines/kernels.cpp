@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <immintrin.h>
 
@@ -87,13 +88,44 @@ __attribute__((target("avx2"))) void quantize_block_avx2(const float* xb, std::i
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p8);
 }
 
-bool g_avx2_quantize = __builtin_cpu_supports("avx2");
+// The kernels in use: every path gives the same bits, later ones are faster where the CPU has them.
+enum class kernels { portable, avx2, avx512 };
+constexpr const char* kernel_names[] = {"portable", "avx2", "avx512"};
+
+bool cpu_has(kernels k) {
+  __builtin_cpu_init();
+  switch (k) {
+  case kernels::portable: return true;
+  case kernels::avx2:
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  case kernels::avx512: // every AVX-512 server CPU since Skylake-SP has these four
+    return cpu_has(kernels::avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+}
+
+// The best path this CPU has, or the one LLORCH_KERNELS names if the CPU has it (benchmarks A/B
+// the paths with it).
+kernels pick_kernels() {
+  kernels best = kernels::portable;
+  for (kernels k : {kernels::avx2, kernels::avx512})
+    if (cpu_has(k)) best = k;
+  if (const char* want = std::getenv("LLORCH_KERNELS"))
+    for (int k = 0; k <= static_cast<int>(best); ++k)
+      if (std::strcmp(want, kernel_names[k]) == 0) return static_cast<kernels>(k);
+  return best;
+}
+
+kernels g_kernels = pick_kernels();
+// AVX512-VNNI for Q8_0 on the avx512 path (Cascade Lake and later); without it Q8_0 takes the AVX2 kernel
+const bool g_cpu_vnni = __builtin_cpu_supports("avx512vnni");
 
 } // namespace
 
 void quantize_q8(const float* x, int n, std::int8_t* q, float* d) {
   for (int b = 0; b < n / q8_block_size; ++b) {
-    if (g_avx2_quantize) quantize_block_avx2(x + b * q8_block_size, q + b * q8_block_size, d + b);
+    if (g_kernels != kernels::portable) quantize_block_avx2(x + b * q8_block_size, q + b * q8_block_size, d + b);
     else quantize_block(x + b * q8_block_size, q + b * q8_block_size, d + b);
   }
 }
@@ -368,6 +400,203 @@ void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input
   }
 }
 
+// ---- AVX-512 path: the AVX2 arithmetic with more done per instruction. For f32/f16 rows a
+// 16-lane register holds two rows' 8-lane sums side by side, each half doing exactly the steps of
+// the AVX2 register it replaces (never one row's columns split across halves, which would change
+// the order of the sums), so each (row, sequence) value keeps its bits. Q8_0 keeps 8-lane
+// registers and gets its integer dot products from VNNI.
+
+// GCC 12's AVX-512 intrinsics start some results from a deliberately undefined register and
+// warn about it once inlined (GCC bug 105593)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define LLORCH_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq")))
+#define LLORCH_AVX512_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
+
+// tree8 of each half of a[0, n), n <= 8 (past n: zeros). The registers go through one transposed
+// tree: each 128-bit lane adds the operands that tree8 adds, in the same order.
+LLORCH_AVX512 inline void tree8x16(const __m512* a, int n, float* sums) {
+  __m512 s4[4]; // 128-bit lanes: [lo + hi of a[2i]'s lower half, of its upper half, the same of a[2i + 1]]
+  for (int i = 0; i < 4; ++i) {
+    const __m512 x = 2 * i < n ? a[2 * i] : _mm512_setzero_ps(), y = 2 * i + 1 < n ? a[2 * i + 1] : _mm512_setzero_ps();
+    s4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  __m512 t[2]; // per lane: (s4[0] + s4[2], s4[1] + s4[3]) of two sums
+  for (int i = 0; i < 2; ++i)
+    t[i] = _mm512_add_ps(_mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // sums[8 * (z % 2) + 4 * h + z / 2]: half h of a[z]
+  _mm512_store_ps(sums, _mm512_add_ps(_mm512_shuffle_ps(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1))));
+}
+
+// out[s * out_stride + 2p + h] = tree8(half h of acc[p][s]): two rows per register.
+template <int R2, int S>
+LLORCH_AVX512 inline void store_sums_x2(const __m512 (&acc)[R2][S], float* out, std::int64_t out_stride) {
+  constexpr int n = R2 * S;
+  const __m512* a = &acc[0][0];
+  for (int z0 = 0; z0 < n; z0 += 8) {
+    alignas(64) float sums[16];
+    tree8x16(a + z0, std::min(n - z0, 8), sums);
+    for (int z = z0; z < std::min(n, z0 + 8); ++z)
+      for (int h = 0; h < 2; ++h)
+        out[(z % S) * out_stride + 2 * (z / S) + h] = sums[8 * ((z - z0) % 2) + 4 * h + (z - z0) / 2];
+  }
+}
+
+// [row at w | row at w + row_bytes], elements j..j+7 of each.
+template <tensor_type T>
+LLORCH_AVX512 inline __m512 load8x2(const std::uint8_t* w, std::size_t row_bytes, int j) {
+  if constexpr (T == tensor_type::f16) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2 * j));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + row_bytes + 2 * j));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+  } else {
+    const __m256 lo = _mm256_loadu_ps(reinterpret_cast<const float*>(w) + j);
+    const __m256 hi = _mm256_loadu_ps(reinterpret_cast<const float*>(w + row_bytes) + j);
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+  }
+}
+
+// fma_step with rows in pairs: each sequence's 8 elements broadcast to both halves.
+template <tensor_type T, int R2, int S>
+LLORCH_AVX512 inline void fma_step_x2(__m512 (&acc)[R2][S], const std::uint8_t* w, std::size_t row_bytes,
+                                      const float* x, int n, int j) {
+  __m512 xs[S];
+  for (int s = 0; s < S; ++s) xs[s] = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + s * n + j));
+  for (int p = 0; p < R2; ++p) {
+    const __m512 wv = load8x2<T>(w + 2 * p * row_bytes, row_bytes, j);
+    for (int s = 0; s < S; ++s) acc[p][s] = _mm512_fmadd_ps(wv, xs[s], acc[p][s]);
+  }
+}
+
+// dot_float_avx2 for 2 * R2 rows per group.
+template <tensor_type T, int R2, int S, int P>
+LLORCH_AVX512 void dot_float_avx512(const std::uint8_t* w, std::size_t row_bytes, int groups, const float* x, int n,
+                                    float* out, std::int64_t out_stride) {
+  constexpr int R = 2 * R2, elem = T == tensor_type::f16 ? 2 : 4;
+  for (int g = 0; g < groups; ++g, w += R * row_bytes, out += R) {
+    __m512 acc[R2][S];
+    for (int p = 0; p < R2; ++p)
+      for (int s = 0; s < S; ++s) acc[p][s] = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+      if (P > 0)
+        for (int r = 0; r < R; ++r)
+          _mm_prefetch(reinterpret_cast<const char*>(w + (r + P) * row_bytes + j * elem), _MM_HINT_T0);
+      fma_step_x2<T, R2, S>(acc, w, row_bytes, x, n, j);
+      fma_step_x2<T, R2, S>(acc, w, row_bytes, x, n, j + 8);
+    }
+    for (; j + 8 <= n; j += 8) fma_step_x2<T, R2, S>(acc, w, row_bytes, x, n, j);
+    if (j < n) { // the tail, zero-padded to 8 as on the AVX2 path
+      alignas(32) float wt[R][8] = {}, xt[S][8] = {};
+      for (int k = 0; j + k < n; ++k) {
+        for (int r = 0; r < R; ++r) wt[r][k] = load_weight(T, w + r * row_bytes, j + k);
+        for (int s = 0; s < S; ++s) xt[s][k] = x[s * n + j + k];
+      }
+      fma_step_x2<tensor_type::f32, R2, S>(acc, reinterpret_cast<const std::uint8_t*>(wt), sizeof(wt[0]), xt[0], 8, 0);
+    }
+    store_sums_x2<R2, S>(acc, out, out_stride);
+  }
+}
+
+// Q8_0 with VNNI: vpdpbusd multiplies unsigned by signed bytes and adds each group of four
+// products to an int32 exactly (no 16-bit saturation). The weights are made unsigned by adding
+// 128 (w ^ 0x80) and the accumulator starts at -128 * (the group's sum of x), so each lane gets
+// the exact integer the AVX2 kernel's maddubs + madd give; cvt and the fused multiply-add by
+// d_w * d_x are unchanged. The R rows' scales are converted and multiplied 8 at a time, and
+// each FMA takes its scale as a broadcast load.
+template <int R, int S, bool P>
+LLORCH_AVX512_VNNI void dot_q8_vnni(const std::uint8_t* w, std::size_t row_bytes, int groups, const std::int8_t* qx,
+                                    const float* qd, int n, float* out, std::int64_t out_stride) {
+  static_assert(R <= 8);
+  const int nb = n / q8_block_size;
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  alignas(32) float d[S][8];
+  for (int g = 0; g < groups; ++g, w += R * row_bytes, out += R) {
+    __m256 acc[R][S];
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      const std::uint8_t* blk = w + b * q8_block_bytes;
+      // the R scales packed in general registers: the vector ports have enough to do
+      std::uint64_t h[2] = {0, 0};
+      for (int r = 0; r < R; ++r) {
+        std::uint16_t v;
+        std::memcpy(&v, blk + r * row_bytes, 2);
+        h[r / 4] |= std::uint64_t{v} << (16 * (r % 4));
+      }
+      asm("" : "+r"(h[0]), "+r"(h[1])); // (else GCC moves the packing to the vector ports)
+      const __m128i dhv = R > 4 ? _mm_set_epi64x(static_cast<long long>(h[1]), static_cast<long long>(h[0]))
+                               : _mm_cvtsi64_si128(static_cast<long long>(h[0]));
+      const __m256 dw = _mm256_cvtph_ps(dhv);
+      for (int s = 0; s < S; ++s) _mm256_store_ps(d[s], _mm256_mul_ps(dw, _mm256_set1_ps(qd[s * nb + b])));
+      asm("" : "+m"(d)); // and each FMA loads its d_w * d_x broadcast from there
+      __m256i xq[S], c[S];
+      for (int s = 0; s < S; ++s) {
+        xq[s] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + s * n + b * q8_block_size));
+        c[s] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias, xq[s]));
+      }
+      for (int r = 0; r < R; ++r) {
+        const std::uint8_t* rb = blk + r * row_bytes;
+        if (P) _mm_prefetch(reinterpret_cast<const char*>(rb + block_rows * row_bytes), _MM_HINT_T0);
+        const __m256i wu = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + 2)), bias);
+        for (int s = 0; s < S; ++s) {
+          const __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c[s], wu, xq[s]));
+          acc[r][s] = _mm256_fmadd_ps(p, _mm256_set1_ps(d[s][r]), acc[r][s]);
+        }
+      }
+    }
+    store_sums<R, S>(acc, out, out_stride);
+  }
+}
+
+// block_avx2 on the AVX-512 path: Q8_0 with VNNI; f32/f16 rows for 2 or more sequences in row
+// pairs where that is faster: f16 rows (the conversions halve) and f32 rows already in cache (the
+// sequences after the first 4). Streaming f32 rows for the first 4 sequences waits on memory
+// (measured: no faster in decode, s110m 2-3% slower), so they stay on the AVX2 kernel, as do one
+// sequence of f32/f16 and blocks of fewer than 8 rows.
+template <int S, bool P>
+void block_avx512(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, float* o,
+                  std::int64_t out_stride) {
+  const int n = static_cast<int>(t.cols);
+  const auto off = static_cast<std::size_t>(s0) * static_cast<std::size_t>(n);
+  const std::uint8_t* w = t.row(row0);
+  const std::size_t rb = t.row_size();
+  constexpr int pf = P ? block_rows : 0;
+  if (t.type == tensor_type::q8_0 && g_cpu_vnni) {
+    constexpr int R = S <= 2 ? 8 : 4;
+    const float* qd = in.qd + off / q8_block_size;
+    if (count == block_rows) dot_q8_vnni<R, S, P>(w, rb, block_rows / R, in.qx + off, qd, n, o, out_stride);
+    else dot_q8_vnni<1, S, P>(w, rb, count, in.qx + off, qd, n, o, out_stride);
+    return;
+  }
+  if (S >= 2 && count == block_rows && (t.type == tensor_type::f16 || (t.type == tensor_type::f32 && !P))) {
+    constexpr int R2 = S == 2 ? 4 : 2; // 8 rows x 2 or 4 rows x 3 or 4 sequences, 16 lanes each
+    if (t.type == tensor_type::f32)
+      dot_float_avx512<tensor_type::f32, R2, S, pf>(w, rb, block_rows / (2 * R2), in.x + off, n, o, out_stride);
+    else
+      dot_float_avx512<tensor_type::f16, R2, S, pf>(w, rb, block_rows / (2 * R2), in.x + off, n, o, out_stride);
+    return;
+  }
+  block_avx2<S, P>(t, row0, count, in, s0, o, out_stride);
+}
+
+template <bool P>
+void block_avx512(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, int seqs,
+                  float* o, std::int64_t out_stride) {
+  switch (seqs) {
+  case 1: block_avx512<1, P>(t, row0, count, in, s0, o, out_stride); return;
+  case 2: block_avx512<2, P>(t, row0, count, in, s0, o, out_stride); return;
+  case 3: block_avx512<3, P>(t, row0, count, in, s0, o, out_stride); return;
+  default: block_avx512<4, P>(t, row0, count, in, s0, o, out_stride); return;
+  }
+}
+
+#pragma GCC diagnostic pop
+
 // Positions ahead that attention prefetches: a position's slice of a head is a few lines, and the
 // next one is kv_dim floats away, too far for the hardware prefetcher.
 constexpr int prefetch_ahead = 16;
@@ -408,34 +637,43 @@ LLORCH_AVX2 void exp_inplace_avx2(float* x, int n) {
   for (; i < n; ++i) x[i] = exp_portable(x[i]);
 }
 
-bool detect_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-bool g_avx2 = detect_avx2();
-
 } // namespace
 
-const char* kernel_path() { return g_avx2 ? "avx2" : "portable"; }
-void force_portable_kernels(bool on) {
-  g_avx2 = on ? false : detect_avx2();
-  g_avx2_quantize = on ? false : __builtin_cpu_supports("avx2");
+const char* kernel_path() { return kernel_names[static_cast<int>(g_kernels)]; }
+
+std::vector<std::string> kernel_paths() {
+  std::vector<std::string> out;
+  for (int k = 0; k < 3; ++k)
+    if (cpu_has(static_cast<kernels>(k))) out.emplace_back(kernel_names[k]);
+  return out;
+}
+
+bool force_kernel_path(const char* name) {
+  for (int k = 0; k < 3; ++k)
+    if (std::strcmp(name, kernel_names[k]) == 0 && cpu_has(static_cast<kernels>(k))) {
+      g_kernels = static_cast<kernels>(k);
+      return true;
+    }
+  return false;
 }
 
 void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch_input& in, float* out,
               std::int64_t out_stride) {
-  if (!g_avx2) {
+  if (g_kernels == kernels::portable) {
     dot_rows_portable(t, begin, end, in, out, out_stride);
     return;
   }
+  using block_fn = void (*)(const tensor&, std::int64_t, int, const batch_input&, int, int, float*, std::int64_t);
+  const bool wide = g_kernels == kernels::avx512;
+  const block_fn block = wide ? block_avx512<true> : block_avx2<true>;
+  const block_fn block_cached = wide ? block_avx512<false> : block_avx2<false>;
   for (std::int64_t i = begin; i < end; i += block_rows) {
     const int count = static_cast<int>(std::min<std::int64_t>(block_rows, end - i));
     float* o = out + (i - begin);
     // the first sequences stream the block in from memory and ask for the next one
-    block_avx2<true>(t, i, count, in, 0, std::min(in.seqs, max_seqs), o, out_stride);
+    block(t, i, count, in, 0, std::min(in.seqs, max_seqs), o, out_stride);
     for (int s0 = max_seqs; s0 < in.seqs; s0 += max_seqs)
-      block_avx2<false>(t, i, count, in, s0, std::min(in.seqs - s0, max_seqs), o + s0 * out_stride,
+      block_cached(t, i, count, in, s0, std::min(in.seqs - s0, max_seqs), o + s0 * out_stride,
                         out_stride);
   }
 }
@@ -443,7 +681,7 @@ void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch
 void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b, int n, float* out) {
   const auto* w = reinterpret_cast<const std::uint8_t*>(a);
   const std::size_t row_bytes = stride * sizeof(float);
-  if (!g_avx2) {
+  if (g_kernels == kernels::portable) {
     for (int p = 0; p < count; ++p) out[p] = dot_float_portable(tensor_type::f32, w + p * row_bytes, b, n);
     return;
   }
@@ -453,7 +691,7 @@ void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b,
 }
 
 void exp_inplace(float* x, int n) {
-  if (g_avx2) {
+  if (g_kernels != kernels::portable) {
     exp_inplace_avx2(x, n);
     return;
   }
@@ -467,7 +705,7 @@ void prefetch_rows(const float* p, std::size_t stride, int count, int n) {
 
 void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out) {
   int i = 0;
-  while (g_avx2 && n - i >= 8) { // up to 64 outputs per pass over the positions
+  while (g_kernels != kernels::portable && n - i >= 8) { // up to 64 outputs per pass over the positions
     const int b = std::min(8, (n - i) / 8);
     switch (b) {
     case 8: weighted_sum_avx2<8>(w, v + i, stride, count, out + i); break;

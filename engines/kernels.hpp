@@ -5,10 +5,12 @@
 // step a fused multiply-add in j order) reduced by a fixed pairwise tree; Q8_0 rows multiply
 // against the activation quantised to 8 bits per 32-block (integer block sums are exact), each
 // group of four products scaled by d_w * d_x with a fused multiply-add into 8 lanes, reduced the
-// same way. The AVX2 and portable (std::fma) paths give bit-identical results, and a value never
-// depends on how many rows, sequences or threads share the call: the kernels only change which
-// loads are shared (a weight vector is loaded once for up to 4 sequences), never the arithmetic.
+// same way. The AVX-512, AVX2 and portable (std::fma) paths give bit-identical results, and a
+// value never depends on how many rows, sequences or threads share the call: the kernels only
+// change which loads are shared (a weight vector is loaded once for up to 4 sequences) and how
+// many lanes one instruction covers, never the arithmetic of a lane.
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engines/model.hpp"
@@ -45,10 +47,10 @@ void dot_rows(const tensor& t, std::int64_t begin, std::int64_t end, const batch
 void dot_f32_rows(const float* a, std::size_t stride, int count, const float* b, int n, float* out);
 
 // out[i] = sum over p < count of w[p] * v[p * stride + i] for i < n, one fused multiply-add per
-// p in p order (attention's weighted values); the same on both paths.
+// p in p order (attention's weighted values); the same on every path.
 void weighted_sum(const float* w, const float* v, std::size_t stride, int count, int n, float* out);
 
-// x[i] = exp(x[i]) for i < n: a polynomial with fused multiply-adds, the same on both paths
+// x[i] = exp(x[i]) for i < n: a polynomial with fused multiply-adds, the same on every path
 // (within 2 ulp of expf; the argument is clamped to [-87, 88], NaN stays NaN).
 void exp_inplace(float* x, int n);
 
@@ -62,10 +64,15 @@ float dot_row(const tensor& t, std::int64_t row, const float* x);
 // Row `row` of `t` as f32 (t.cols elements), e.g. an embedding lookup.
 void row_to_f32(const tensor& t, std::int64_t row, float* out);
 
-// "avx2" or "portable": which path the dispatch picked on this CPU.
+// Which kernels run: "avx512", "avx2" or "portable". The dispatch picks the best one the CPU has
+// at start-up, or the one the environment variable LLORCH_KERNELS names if the CPU has it.
 const char* kernel_path();
 
-// Forces the portable path (tests compare both paths).
-void force_portable_kernels(bool on);
+// The paths this CPU can run, slowest first.
+std::vector<std::string> kernel_paths();
+
+// Switches to the named path (tests compare all of them); false, and no change, if this CPU
+// cannot run it.
+bool force_kernel_path(const char* name);
 
 } // namespace llorch::engine

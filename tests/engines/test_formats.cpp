@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <string>
+#include <vector>
 
 #include "engines/cpu_transformer.hpp"
 #include "engines/kernels.hpp"
@@ -218,6 +221,18 @@ TEST_CASE("a llama2.c checkpoint with the wrong tokenizer.bin is refused") {
 
 namespace {
 
+// Switches kernel paths for a test and puts the dispatch's choice back at the end.
+struct kernel_paths_under_test {
+  std::string picked = kernel_path();
+  std::vector<std::string> paths = kernel_paths();
+  ~kernel_paths_under_test() { force_kernel_path(picked.c_str()); }
+  void use(const std::string& p) { REQUIRE(force_kernel_path(p.c_str())); }
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 // Every (row, sequence) value of t for `seqs` inputs, computed by dot_rows over [begin, end) cut
 // into ranges of `step` rows; out[s * rows + i].
 std::vector<float> batched(const tensor& t, const std::vector<float>& x, int seqs, std::int64_t step) {
@@ -233,9 +248,57 @@ std::vector<float> batched(const tensor& t, const std::vector<float>& x, int seq
   return out;
 }
 
+// A rows x cols matrix of the given type with values from a fixed generator; Q8_0 blocks take
+// every byte value (-128 included) and scales from f16 subnormals to the largest f16.
+struct test_matrix {
+  std::vector<std::uint8_t> bytes;
+  tensor t;
+  test_matrix(tensor_type type, std::int64_t rows, std::int64_t cols) : t{type, nullptr, rows, cols} {
+    bytes.resize(t.byte_size());
+    std::uint32_t state = 12345;
+    const auto next = [&] { return state = state * 1664525u + 1013904223u; };
+    if (type == tensor_type::q8_0) {
+      const std::uint16_t scales[] = {0x0001, 0x03ff, 0x1c00, 0x3c00, 0xb800, 0x7bff, 0x0000, 0x2e66};
+      for (std::size_t b = 0; b < bytes.size() / q8_block_bytes; ++b) {
+        std::uint8_t* blk = bytes.data() + b * q8_block_bytes;
+        std::memcpy(blk, &scales[b % 8], 2);
+        for (int k = 0; k < q8_block_size; ++k) blk[2 + k] = static_cast<std::uint8_t>(next() >> 24);
+        if (b % 5 == 0) std::memset(blk + 2, 0x80, 8); // runs of -128
+      }
+    } else {
+      for (std::int64_t i = 0; i < rows * cols; ++i) {
+        const float v = static_cast<float>(static_cast<std::int32_t>(next())) * 0x1p-31f;
+        if (type == tensor_type::f32) std::memcpy(bytes.data() + 4 * i, &v, 4);
+        else {
+          const std::uint16_t h = f32_to_f16(v);
+          std::memcpy(bytes.data() + 2 * i, &h, 2);
+        }
+      }
+    }
+    t.data = bytes.data();
+  }
+};
+
 } // namespace
 
-TEST_CASE("quantize_q8 is bit-identical on both paths, including NaN, inf and all-zero blocks") {
+TEST_CASE("the dispatch picks a path this CPU has; any of them can be forced, others are refused") {
+  kernel_paths_under_test k;
+  INFO("picked " << k.picked);
+  REQUIRE_FALSE(k.paths.empty());
+  CHECK(k.paths.front() == "portable");
+  CHECK(std::find(k.paths.begin(), k.paths.end(), k.picked) != k.paths.end());
+  if (std::getenv("LLORCH_KERNELS") == nullptr) CHECK(k.picked == k.paths.back()); // the best one
+  for (const auto& p : k.paths) {
+    k.use(p);
+    CHECK(kernel_path() == p);
+  }
+  CHECK_FALSE(force_kernel_path("avx1024"));
+  CHECK(kernel_path() == k.paths.back()); // a refusal changes nothing
+  for (const char* p : {"portable", "avx2", "avx512"})
+    CHECK(force_kernel_path(p) == (std::find(k.paths.begin(), k.paths.end(), p) != k.paths.end()));
+}
+
+TEST_CASE("quantize_q8 is bit-identical on every path, including NaN, inf and all-zero blocks") {
   std::vector<float> x(32 * 9);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 1.37f) * static_cast<float>(1 + i % 7);
   for (std::size_t i = 32; i < 64; ++i) x[i] = 0.0f;
@@ -243,48 +306,57 @@ TEST_CASE("quantize_q8 is bit-identical on both paths, including NaN, inf and al
   x[100] = INFINITY;
   x[130] = -INFINITY;
   x[170] = 1e-30f;
-  std::vector<std::int8_t> q[2];
-  std::vector<float> d[2];
-  for (int path = 0; path < 2; ++path) {
-    force_portable_kernels(path == 1);
-    q[path].resize(x.size());
-    d[path].resize(x.size() / 32);
-    quantize_q8(x.data(), static_cast<int>(x.size()), q[path].data(), d[path].data());
-  }
-  force_portable_kernels(false);
-  CHECK(q[0] == q[1]);
-  for (std::size_t b = 0; b < d[0].size(); ++b) {
-    INFO("block " << b);
-    CHECK(std::memcmp(&d[0][b], &d[1][b], 4) == 0);
+  kernel_paths_under_test k;
+  std::vector<std::int8_t> q0;
+  std::vector<float> d0;
+  for (const auto& p : k.paths) {
+    INFO("path " << p);
+    k.use(p);
+    std::vector<std::int8_t> q(x.size());
+    std::vector<float> d(x.size() / 32);
+    quantize_q8(x.data(), static_cast<int>(x.size()), q.data(), d.data());
+    if (p == "portable") {
+      q0 = q;
+      d0 = d;
+    }
+    CHECK(q == q0);
+    CHECK(same_bits(d, d0));
   }
 }
 
-TEST_CASE("exp_inplace: within 2 ulp of std::exp, bit-identical on both paths, NaN stays NaN") {
+TEST_CASE("exp_inplace: within 2 ulp of std::exp, bit-identical on every path, NaN stays NaN") {
   std::vector<float> x;
   for (float v = -90.0f; v <= 89.0f; v += 0.0137f) x.push_back(v);
   x.push_back(-INFINITY);
   x.push_back(NAN);
-  std::vector<float> fast = x, slow = x;
-  exp_inplace(fast.data(), static_cast<int>(fast.size()));
-  force_portable_kernels(true);
+  kernel_paths_under_test k;
+  std::vector<float> slow = x;
+  k.use("portable");
   exp_inplace(slow.data(), static_cast<int>(slow.size()));
-  force_portable_kernels(false);
   int worst = 0;
   for (std::size_t i = 0; i + 1 < x.size(); ++i) {
-    REQUIRE(fast[i] == slow[i]);
     const float v = std::min(std::max(x[i], -87.0f), 88.0f); // the documented clamp
     const float want = std::exp(v);
     std::int32_t a, b;
-    std::memcpy(&a, &fast[i], 4);
+    std::memcpy(&a, &slow[i], 4);
     std::memcpy(&b, &want, 4);
     worst = std::max(worst, std::abs(a - b));
   }
   CHECK(worst <= 2);
-  CHECK(std::isnan(fast.back()));
   CHECK(std::isnan(slow.back()));
+  for (const auto& p : k.paths) {
+    INFO("path " << p);
+    k.use(p);
+    std::vector<float> fast = x;
+    exp_inplace(fast.data(), static_cast<int>(fast.size()));
+    CHECK(std::isnan(fast.back()));
+    fast.pop_back();
+    CHECK(same_bits(fast, std::vector<float>(slow.begin(), slow.end() - 1)));
+  }
 }
 
-TEST_CASE("attention's dot products and weighted sums are bit-identical on both paths") {
+TEST_CASE("attention's dot products and weighted sums are bit-identical on every path") {
+  kernel_paths_under_test k;
   // 37 positions of 3 heads of 24 (a tail of 8 lanes in the 64-wide pass) plus an odd head size
   for (int hs : {24, 13}) {
     const int kv_dim = 3 * hs, count = 37;
@@ -292,62 +364,65 @@ TEST_CASE("attention's dot products and weighted sums are bit-identical on both 
     for (std::size_t i = 0; i < kv.size(); ++i) kv[i] = std::sin(static_cast<float>(i) * 0.71f);
     for (std::size_t i = 0; i < q.size(); ++i) q[i] = std::cos(static_cast<float>(i) * 0.3f);
     for (std::size_t i = 0; i < w.size(); ++i) w[i] = 1.0f / static_cast<float>(i + 2);
-    std::vector<float> dots[2], sums[2];
-    for (int path = 0; path < 2; ++path) {
-      force_portable_kernels(path == 1);
-      dots[path].resize(count);
-      sums[path].resize(static_cast<std::size_t>(hs));
-      dot_f32_rows(kv.data() + hs, static_cast<std::size_t>(kv_dim), count, q.data(), hs, dots[path].data());
-      weighted_sum(w.data(), kv.data() + hs, static_cast<std::size_t>(kv_dim), count, hs, sums[path].data());
-    }
-    force_portable_kernels(false);
-    INFO("head size " << hs << ", dispatch picked " << kernel_path());
-    CHECK(dots[0] == dots[1]);
-    CHECK(sums[0] == sums[1]);
-    // and each score equals the single-row dot product
-    for (int p = 0; p < count; ++p) {
-      float one;
-      dot_f32_rows(kv.data() + hs + p * kv_dim, 0, 1, q.data(), hs, &one);
-      CHECK(one == dots[0][static_cast<std::size_t>(p)]);
+    std::vector<float> dots0, sums0;
+    for (const auto& p : k.paths) {
+      INFO("head size " << hs << ", path " << p);
+      k.use(p);
+      std::vector<float> dots(count), sums(static_cast<std::size_t>(hs));
+      dot_f32_rows(kv.data() + hs, static_cast<std::size_t>(kv_dim), count, q.data(), hs, dots.data());
+      weighted_sum(w.data(), kv.data() + hs, static_cast<std::size_t>(kv_dim), count, hs, sums.data());
+      if (p == "portable") {
+        dots0 = dots;
+        sums0 = sums;
+      }
+      CHECK(same_bits(dots, dots0));
+      CHECK(same_bits(sums, sums0));
+      // and each score equals the single-row dot product
+      for (int i = 0; i < count; ++i) {
+        float one;
+        dot_f32_rows(kv.data() + hs + i * kv_dim, 0, 1, q.data(), hs, &one);
+        CHECK(one == dots[static_cast<std::size_t>(i)]);
+      }
     }
   }
 }
 
-TEST_CASE("portable and AVX2 kernels give bit-identical dot products, alone or batched") {
+TEST_CASE("every kernel path gives bit-identical dot products, alone or batched") {
   auto m = load_ok(test_model("tiny", "gguf", "q8_0"));
   auto h = load_ok(test_model("tiny", "gguf", "f16"));
   auto f = load_ok(test_model("tiny", "gguf", "f32"));
-  // rows whose length is no multiple of 8 take the zero-padded tail
-  std::vector<std::uint8_t> odd32(29 * 13 * 4), odd16(29 * 13 * 2);
-  for (std::size_t i = 0; i < 29 * 13; ++i) {
-    const float v = std::cos(static_cast<float>(i) * 0.61f);
-    std::memcpy(&odd32[4 * i], &v, 4);
-    const std::uint16_t hv = f32_to_f16(v);
-    std::memcpy(&odd16[2 * i], &hv, 2);
-  }
-  const tensor t32{tensor_type::f32, odd32.data(), 29, 13}, t16{tensor_type::f16, odd16.data(), 29, 13};
-  constexpr int seqs = 7;
-  const std::vector<const tensor*> tensors{&m->layers[0].w2, &h->layers[0].w2, &f->layers[0].w2, &f->layers[0].wq, &t32, &t16};
+  // rows whose length is no multiple of 8 take the zero-padded tail (13: one step and a tail;
+  // 24: a 16-step and an 8-step; 37: two 16-steps and a tail); row counts that are no multiple
+  // of 8 end in a short block
+  const test_matrix mats[] = {{tensor_type::f32, 29, 13}, {tensor_type::f16, 29, 13}, {tensor_type::f32, 19, 24},
+                              {tensor_type::f16, 19, 24}, {tensor_type::f32, 21, 37}, {tensor_type::f16, 21, 37},
+                              {tensor_type::q8_0, 29, 96}, {tensor_type::q8_0, 16, 32}};
+  std::vector<const tensor*> tensors{&m->layers[0].w2, &h->layers[0].w2, &f->layers[0].w2, &f->layers[0].wq};
+  for (const auto& mat : mats) tensors.push_back(&mat.t);
+  constexpr int seqs = 8; // up to two groups of 4 sequences: the second one finds the rows in cache
+  kernel_paths_under_test k;
   for (const tensor* t : tensors) {
-    INFO("dispatch picked " << kernel_path() << "; tensor " << t->rows << "x" << t->cols);
     const auto n = static_cast<std::size_t>(t->cols);
     std::vector<float> x(seqs * n);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.37f);
-    // each (row, sequence) alone, on both paths
-    std::vector<float> fast, slow;
-    for (int s = 0; s < seqs; ++s)
-      for (std::int64_t r = 0; r < t->rows; ++r) fast.push_back(dot_row(*t, r, x.data() + static_cast<std::size_t>(s) * n));
-    force_portable_kernels(true);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.37f) * static_cast<float>(1 + i % 3);
+    // the reference: each (row, sequence) alone on the portable path
+    k.use("portable");
+    std::vector<float> slow;
     for (int s = 0; s < seqs; ++s)
       for (std::int64_t r = 0; r < t->rows; ++r) slow.push_back(dot_row(*t, r, x.data() + static_cast<std::size_t>(s) * n));
-    CHECK(batched(*t, x, seqs, 5) == slow);
-    force_portable_kernels(false);
-    CHECK(fast == slow);
-    // any number of sequences, any cut of the rows: the same values
-    for (int k = 1; k <= seqs; ++k)
-      for (std::int64_t step : {std::int64_t{1}, std::int64_t{8}, std::int64_t{11}, t->rows}) {
-        INFO(k << " sequences, ranges of " << step << " rows");
-        CHECK(batched(*t, x, k, step) == std::vector<float>(fast.begin(), fast.begin() + k * t->rows));
-      }
+    for (const auto& p : k.paths) {
+      INFO("path " << p << "; " << tensor_type_name(t->type) << " tensor " << t->rows << "x" << t->cols);
+      k.use(p);
+      std::vector<float> alone;
+      for (int s = 0; s < seqs; ++s)
+        for (std::int64_t r = 0; r < t->rows; ++r) alone.push_back(dot_row(*t, r, x.data() + static_cast<std::size_t>(s) * n));
+      CHECK(same_bits(alone, slow));
+      // any number of sequences, any cut of the rows: the same values
+      for (int s = 1; s <= seqs; ++s)
+        for (std::int64_t step : {std::int64_t{1}, std::int64_t{3}, std::int64_t{8}, std::int64_t{11}, std::int64_t{16}, t->rows}) {
+          INFO(s << " sequences, ranges of " << step << " rows");
+          CHECK(same_bits(batched(*t, x, s, step), std::vector<float>(slow.begin(), slow.begin() + s * t->rows)));
+        }
+    }
   }
 }
