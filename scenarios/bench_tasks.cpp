@@ -1,6 +1,7 @@
 // llorch-bench-tasks: the task path's benchmark driver. Measures, against a running cluster,
-//   direct   the engine process itself (CAF, like the pool does): time to first token, tokens/s
-//   orch     the same requests through orchestratord (POST /v2/tasks + SSE, keep-alive sockets)
+//   paired   time to first token and tokens/s of each request sent straight to the engine
+//            process (CAF, like the pool does), then through orchestratord (POST /v2/tasks + SSE
+//            on a keep-alive socket), alternately
 //   load     tasks/s with max_tokens 1 from C concurrent clients (one epoll thread) through
 //            admission and placement
 //   direct-streams / orch-streams   aggregate tokens/s of S concurrent streams (N tasks in all),
@@ -167,6 +168,33 @@ sse_result orch_task(connection& c, const std::string& token, const std::string&
   return r;
 }
 
+// One request straight to the engine, as the pool sends it.
+sse_result direct_task(caf::scoped_actor& self, const caf::actor& engine, const std::string& prompt,
+                       int max_tokens, std::uint64_t id) {
+  sse_result r;
+  engine::engine_generate req;
+  req.task_id = id;
+  req.prompt = prompt;
+  req.max_tokens = max_tokens;
+  req.seed = 1;
+  req.reply_to = caf::actor_cast<caf::actor>(self);
+  auto t0 = clk::now();
+  self->send(engine, req);
+  bool done = false;
+  while (!done)
+    self->receive(
+      [&](const engine::engine_token&) {
+        if (r.tokens++ == 0)
+          r.ttft_ms = ms(clk::now() - t0);
+      },
+      [&](const engine::engine_done& d) {
+        done = true;
+        r.ok = d.reason != "error";
+      });
+  r.total_ms = ms(clk::now() - t0);
+  return r;
+}
+
 // Aggregate tokens/s of `streams` concurrent requests straight to the engine, n in all.
 int direct_streams(caf::actor_system& sys, const caf::actor& engine, const std::string& prompt,
                    int n, int max_tokens, int streams) {
@@ -312,8 +340,7 @@ int load(const std::string& host, int port, int seconds, int clients, const std:
 int main(int argc, char** argv) {
   if (argc < 6) {
     std::fprintf(stderr,
-                 "usage: llorch-bench-tasks direct ENGINE_HOST ENGINE_PORT N MAX_TOKENS\n"
-                 "       llorch-bench-tasks orch HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL\n"
+                 "usage: llorch-bench-tasks paired ENGINE_HOST ENGINE_PORT N MAX_TOKENS TOKEN MODEL HTTP_HOST HTTP_PORT\n"
                  "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n"
                  "       llorch-bench-tasks direct-streams ENGINE_HOST ENGINE_PORT N MAX_TOKENS STREAMS\n"
                  "       llorch-bench-tasks orch-streams HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL STREAMS\n");
@@ -325,7 +352,7 @@ int main(int argc, char** argv) {
   int max_tokens = std::atoi(argv[5]);
   std::string prompt = "Once upon a time";
 
-  if (mode == "direct" || mode == "direct-streams") {
+  if (mode == "direct-streams") {
     caf::actor_system_config cfg;
     net::cluster_options opts;
     net::configure_cluster(cfg, opts);
@@ -335,35 +362,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
       return 1;
     }
-    if (mode == "direct-streams")
-      return direct_streams(sys, *engine, prompt, n, max_tokens, argc > 6 ? std::atoi(argv[6]) : 8);
-    std::vector<double> ttft, tps;
-    caf::scoped_actor self{sys};
-    for (int i = 0; i < n; ++i) {
-      engine::engine_generate req;
-      req.task_id = static_cast<std::uint64_t>(i + 1);
-      req.prompt = prompt;
-      req.max_tokens = max_tokens;
-      req.seed = 1;
-      req.reply_to = caf::actor_cast<caf::actor>(self);
-      auto t0 = clk::now();
-      self->send(*engine, req);
-      clk::time_point first;
-      int tokens = 0;
-      bool done = false;
-      while (!done)
-        self->receive(
-          [&](const engine::engine_token&) {
-            if (tokens++ == 0)
-              first = clk::now();
-          },
-          [&](const engine::engine_done&) { done = true; });
-      ttft.push_back(ms(first - t0));
-      tps.push_back(tokens / std::chrono::duration<double>(clk::now() - t0).count());
-    }
-    std::printf("mode=direct ttft_p50_ms=%.3f ttft_p99_ms=%.3f tok_s=%.1f\n", pct(ttft, 0.5),
-                pct(ttft, 0.99), pct(tps, 0.5));
-    return 0;
+    return direct_streams(sys, *engine, prompt, n, max_tokens, argc > 6 ? std::atoi(argv[6]) : 8);
   }
   if (argc < 8)
     return 2;
@@ -372,18 +371,37 @@ int main(int argc, char** argv) {
     return "{\"model\":\"" + model + "\",\"prompt\":\"" + prompt
            + "\",\"max_tokens\":" + std::to_string(max) + ",\"seed\":1}";
   };
-  if (mode == "orch") {
-    std::vector<double> ttft, tps;
-    connection c{host, port, -1, {}};
-    for (int i = 0; i < n; ++i) {
-      auto r = orch_task(c, token, body(max_tokens));
-      if (!r.ok)
-        continue;
-      ttft.push_back(r.ttft_ms);
-      tps.push_back(r.tokens / (r.total_ms / 1000.0));
+  if (mode == "paired") {
+    // The same request straight to the engine, then through orchestratord, n times: both see
+    // the machine in the same state, which two runs one after the other on a shared VM do not.
+    if (argc < 10)
+      return 2;
+    caf::actor_system_config cfg;
+    net::cluster_options opts;
+    net::configure_cluster(cfg, opts);
+    caf::actor_system sys{cfg};
+    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
+    if (!engine) {
+      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
+      return 1;
     }
-    std::printf("mode=orch ok=%zu ttft_p50_ms=%.3f ttft_p99_ms=%.3f tok_s=%.1f\n", ttft.size(),
-                pct(ttft, 0.5), pct(ttft, 0.99), pct(tps, 0.5));
+    caf::scoped_actor self{sys};
+    connection c{argv[8], std::atoi(argv[9]), -1, {}};
+    std::vector<double> d_ttft, d_tps, o_ttft, o_tps;
+    for (int i = 0; i < n; ++i) {
+      auto d = direct_task(self, *engine, prompt, max_tokens, static_cast<std::uint64_t>(i + 1));
+      auto o = orch_task(c, token, body(max_tokens));
+      if (!d.ok || !o.ok)
+        continue;
+      d_ttft.push_back(d.ttft_ms);
+      d_tps.push_back(d.tokens / (d.total_ms / 1000.0));
+      o_ttft.push_back(o.ttft_ms);
+      o_tps.push_back(o.tokens / (o.total_ms / 1000.0));
+    }
+    std::printf("mode=paired ok=%zu direct_ttft_p50_ms=%.3f direct_ttft_p99_ms=%.3f direct_tok_s=%.1f "
+                "orch_ttft_p50_ms=%.3f orch_ttft_p99_ms=%.3f orch_tok_s=%.1f\n",
+                d_ttft.size(), pct(d_ttft, 0.5), pct(d_ttft, 0.99), pct(d_tps, 0.5), pct(o_ttft, 0.5),
+                pct(o_ttft, 0.99), pct(o_tps, 0.5));
     return 0;
   }
   if (mode == "orch-streams") {

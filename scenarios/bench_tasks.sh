@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Task path benchmark (issue 4): one orchestratord, one pool-managerd whose pool serves the `tiny`
 # test model. Measures time to first token and tokens/s straight to the engine process and through
-# orchestratord (same requests), one stream at a time and 8 at once (the pool's slots), and
+# orchestratord (the same request each way in turn), one stream at a time and 8 at once (the
+# pool's slots; one way then the other), and
 # sustained tasks/s (max_tokens 1) with 64 concurrent clients.
 # Usage: scenarios/bench_tasks.sh [REQUESTS=200] [MAX_TOKENS=64] [LOAD_SECONDS=10] [CLIENTS=64]
 set -euo pipefail
@@ -45,14 +46,14 @@ for _ in $(seq 200); do
 done
 endpoint=$(curl -s "http://$node_http/pools/pool-1/status" | jq -r .endpoint)
 
-direct=$($bin/llorch-bench-tasks direct "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens")
-orch=$($bin/llorch-bench-tasks orch "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny)
+paired=$($bin/llorch-bench-tasks paired "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens" \
+  $token tiny "${http%:*}" "${http##*:}")
 direct8=$($bin/llorch-bench-tasks direct-streams "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens" 8)
 orch8=$($bin/llorch-bench-tasks orch-streams "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny 8)
 load=$($bin/llorch-bench-tasks load "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
 get() { echo "$1" | grep -oE "(^| )$2=[^ ]*" | cut -d= -f2; }
-d50=$(get "$direct" ttft_p50_ms); d99=$(get "$direct" ttft_p99_ms); dtok=$(get "$direct" tok_s)
-o50=$(get "$orch" ttft_p50_ms); o99=$(get "$orch" ttft_p99_ms); otok=$(get "$orch" tok_s)
+d50=$(get "$paired" direct_ttft_p50_ms); d99=$(get "$paired" direct_ttft_p99_ms); dtok=$(get "$paired" direct_tok_s)
+o50=$(get "$paired" orch_ttft_p50_ms); o99=$(get "$paired" orch_ttft_p99_ms); otok=$(get "$paired" orch_tok_s)
 printf '\ntask path benchmark, tiny model, %s requests x %s tokens (%s cores)\n' "$requests" "$max_tokens" "$(nproc)"
 printf '%-44s %12s %12s %12s\n' "" "engine" "via orchd" "goal"
 printf '%-44s %12s %12s %12s\n' "time to first token p50 (ms)" "$d50" "$o50" "+< 1"
