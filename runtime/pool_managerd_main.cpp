@@ -16,8 +16,10 @@
 
 #include <llorch_version.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <unistd.h>
 
 using namespace llorch;
@@ -185,6 +187,11 @@ int main(int argc, char** argv) {
   };
 
   start_agent(server->port());
+  // The supervisor spawns the agent asynchronously; until it has registered, the HTTP API can
+  // only answer 503. "listening" is the line operators and scripts wait for: say it once the
+  // API can answer.
+  for (int i = 0; i < 5000 && !current_node_agent(sys); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   log::info("listening", {{"node_id", cfg.node_id},
                           {"http", config::endpoint{cfg.http_listen.host, server->port()}.to_string()},
                           {"orchestrator", cfg.orchestrator.listen_or_connect.to_string()},

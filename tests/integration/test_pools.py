@@ -108,7 +108,8 @@ def test_engine_that_keeps_failing_makes_the_pool_failed_until_preload(cluster, 
 def test_runbook_preload_curl(cluster, tiny_model):
     cluster.start_orchestratord()
     node = start_pool_node(cluster, tiny_model, preload=False)
-    assert status(node)["state"] == "unloaded"
+    s = status(node)
+    assert s.get("state") == "unloaded", s
 
     def curl(body):
         out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-X", "POST",
