@@ -168,6 +168,21 @@ sse_result orch_task(connection& c, const std::string& token, const std::string&
   return r;
 }
 
+// Runs f(sys, engine) with the engine process published at host:port.
+template <class F>
+int with_engine(const std::string& host, int port, F f) {
+  caf::actor_system_config cfg;
+  net::cluster_options opts;
+  net::configure_cluster(cfg, opts);
+  caf::actor_system sys{cfg};
+  auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
+  if (!engine) {
+    std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
+    return 1;
+  }
+  return f(sys, *engine);
+}
+
 // One request straight to the engine, as the pool sends it.
 sse_result direct_task(caf::scoped_actor& self, const caf::actor& engine, const std::string& prompt,
                        int max_tokens, std::uint64_t id) {
@@ -352,18 +367,10 @@ int main(int argc, char** argv) {
   int max_tokens = std::atoi(argv[5]);
   std::string prompt = "Once upon a time";
 
-  if (mode == "direct-streams") {
-    caf::actor_system_config cfg;
-    net::cluster_options opts;
-    net::configure_cluster(cfg, opts);
-    caf::actor_system sys{cfg};
-    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
-    if (!engine) {
-      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
-      return 1;
-    }
-    return direct_streams(sys, *engine, prompt, n, max_tokens, argc > 6 ? std::atoi(argv[6]) : 8);
-  }
+  if (mode == "direct-streams")
+    return with_engine(host, port, [&](caf::actor_system& sys, const caf::actor& engine) {
+      return direct_streams(sys, engine, prompt, n, max_tokens, argc > 6 ? std::atoi(argv[6]) : 8);
+    });
   if (argc < 8)
     return 2;
   std::string token = argv[6], model = argv[7];
@@ -376,33 +383,26 @@ int main(int argc, char** argv) {
     // the machine in the same state, which two runs one after the other on a shared VM do not.
     if (argc < 10)
       return 2;
-    caf::actor_system_config cfg;
-    net::cluster_options opts;
-    net::configure_cluster(cfg, opts);
-    caf::actor_system sys{cfg};
-    auto engine = sys.middleman().remote_actor(host, static_cast<std::uint16_t>(port));
-    if (!engine) {
-      std::fprintf(stderr, "cannot reach the engine: %s\n", sys.render(engine.error()).c_str());
-      return 1;
-    }
-    caf::scoped_actor self{sys};
-    connection c{argv[8], std::atoi(argv[9]), -1, {}};
-    std::vector<double> d_ttft, d_tps, o_ttft, o_tps;
-    for (int i = 0; i < n; ++i) {
-      auto d = direct_task(self, *engine, prompt, max_tokens, static_cast<std::uint64_t>(i + 1));
-      auto o = orch_task(c, token, body(max_tokens));
-      if (!d.ok || !o.ok)
-        continue;
-      d_ttft.push_back(d.ttft_ms);
-      d_tps.push_back(d.tokens / (d.total_ms / 1000.0));
-      o_ttft.push_back(o.ttft_ms);
-      o_tps.push_back(o.tokens / (o.total_ms / 1000.0));
-    }
-    std::printf("mode=paired ok=%zu direct_ttft_p50_ms=%.3f direct_ttft_p99_ms=%.3f direct_tok_s=%.1f "
-                "orch_ttft_p50_ms=%.3f orch_ttft_p99_ms=%.3f orch_tok_s=%.1f\n",
-                d_ttft.size(), pct(d_ttft, 0.5), pct(d_ttft, 0.99), pct(d_tps, 0.5), pct(o_ttft, 0.5),
-                pct(o_ttft, 0.99), pct(o_tps, 0.5));
-    return 0;
+    return with_engine(host, port, [&](caf::actor_system& sys, const caf::actor& engine) {
+      caf::scoped_actor self{sys};
+      connection c{argv[8], std::atoi(argv[9]), -1, {}};
+      std::vector<double> d_ttft, d_tps, o_ttft, o_tps;
+      for (int i = 0; i < n; ++i) {
+        auto d = direct_task(self, engine, prompt, max_tokens, static_cast<std::uint64_t>(i + 1));
+        auto o = orch_task(c, token, body(max_tokens));
+        if (!d.ok || !o.ok)
+          continue;
+        d_ttft.push_back(d.ttft_ms);
+        d_tps.push_back(d.tokens / (d.total_ms / 1000.0));
+        o_ttft.push_back(o.ttft_ms);
+        o_tps.push_back(o.tokens / (o.total_ms / 1000.0));
+      }
+      std::printf("mode=paired ok=%zu direct_ttft_p50_ms=%.3f direct_ttft_p99_ms=%.3f direct_tok_s=%.1f "
+                  "orch_ttft_p50_ms=%.3f orch_ttft_p99_ms=%.3f orch_tok_s=%.1f\n",
+                  d_ttft.size(), pct(d_ttft, 0.5), pct(d_ttft, 0.99), pct(d_tps, 0.5), pct(o_ttft, 0.5),
+                  pct(o_ttft, 0.99), pct(o_tps, 0.5));
+      return 0;
+    });
   }
   if (mode == "orch-streams") {
     int streams = argc > 8 ? std::atoi(argv[8]) : 8;
