@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <immintrin.h>
+#include <type_traits>
 
 namespace llorch::engine {
 
@@ -389,15 +390,22 @@ void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input
   else rows_avx2<1, S, P>(t, row0, count, in, s0, o, out_stride);
 }
 
+// f(std::integral_constant<int, S>) for S = min(seqs, 4): the kernels' sequence count is a
+// template parameter.
+template <class F>
+void with_seqs(int seqs, F f) {
+  switch (seqs) {
+  case 1: f(std::integral_constant<int, 1>{}); return;
+  case 2: f(std::integral_constant<int, 2>{}); return;
+  case 3: f(std::integral_constant<int, 3>{}); return;
+  default: f(std::integral_constant<int, 4>{}); return;
+  }
+}
+
 template <bool P>
 void block_avx2(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, int seqs,
                 float* o, std::int64_t out_stride) {
-  switch (seqs) {
-  case 1: block_avx2<1, P>(t, row0, count, in, s0, o, out_stride); return;
-  case 2: block_avx2<2, P>(t, row0, count, in, s0, o, out_stride); return;
-  case 3: block_avx2<3, P>(t, row0, count, in, s0, o, out_stride); return;
-  default: block_avx2<4, P>(t, row0, count, in, s0, o, out_stride); return;
-  }
+  with_seqs(seqs, [&](auto s) { block_avx2<decltype(s)::value, P>(t, row0, count, in, s0, o, out_stride); });
 }
 
 // ---- AVX-512 path: the AVX2 arithmetic with more done per instruction. For f32/f16 rows a
@@ -587,12 +595,7 @@ void block_avx512(const tensor& t, std::int64_t row0, int count, const batch_inp
 template <bool P>
 void block_avx512(const tensor& t, std::int64_t row0, int count, const batch_input& in, int s0, int seqs,
                   float* o, std::int64_t out_stride) {
-  switch (seqs) {
-  case 1: block_avx512<1, P>(t, row0, count, in, s0, o, out_stride); return;
-  case 2: block_avx512<2, P>(t, row0, count, in, s0, o, out_stride); return;
-  case 3: block_avx512<3, P>(t, row0, count, in, s0, o, out_stride); return;
-  default: block_avx512<4, P>(t, row0, count, in, s0, o, out_stride); return;
-  }
+  with_seqs(seqs, [&](auto s) { block_avx512<decltype(s)::value, P>(t, row0, count, in, s0, o, out_stride); });
 }
 
 #pragma GCC diagnostic pop

@@ -39,7 +39,7 @@ void thread_pool::drain(std::uint64_t gen, int worker) {
     const auto b = static_cast<std::int64_t>(c & chunk_mask);
     if (b >= n) return;
     // guided: each claim takes 1/size of what is left, so the first claims are large (few
-    // claims, each a contended atomic: with 1/(2 size) a section cost 2.2 us instead of 1) and
+    // claims, each a contended atomic: with 1/(2 size) a section cost 2.2 us instead of 1.2) and
     // the last are small, so the threads end together
     const std::int64_t e = std::min(n, b + std::max(min_chunk, (n - b) / size()));
     if (!next_.compare_exchange_weak(c, (gen << 32) | static_cast<std::uint64_t>(e), std::memory_order_acq_rel))

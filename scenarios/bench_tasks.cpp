@@ -88,6 +88,32 @@ struct sse_result {
   bool ok = false;
 };
 
+enum class parsed { incomplete, done, malformed };
+
+// Takes one Content-Length response off the front of buf, its body into `body`.
+parsed take_response(std::string& buf, std::string& body) {
+  auto head_end = buf.find("\r\n\r\n");
+  if (head_end == std::string::npos)
+    return parsed::incomplete;
+  auto at = buf.find("Content-Length: ");
+  if (at == std::string::npos || at > head_end)
+    return parsed::malformed;
+  auto length = std::stoul(buf.substr(at + 16));
+  if (buf.size() < head_end + 4 + length)
+    return parsed::incomplete;
+  body = buf.substr(head_end + 4, length);
+  buf.erase(0, head_end + 4 + length);
+  return parsed::done;
+}
+
+// The task id of a 202 reply to POST /v2/tasks; empty for a refusal (429, 503).
+std::string task_id_of(const std::string& reply) {
+  auto at = reply.find("\"task_id\":\"");
+  if (at == std::string::npos)
+    return {};
+  return reply.substr(at + 11, reply.find('"', at + 11) - at - 11);
+}
+
 // One keep-alive HTTP/1.1 connection of a client, reused task after task like an HTTP client
 // library's pool does; reopened when the server closes it.
 struct connection {
@@ -110,23 +136,16 @@ struct connection {
   }
   // The body of a Content-Length response.
   bool read_response(std::string& body) {
-    if (!read_until(fd, buf, "\r\n\r\n"))
-      return false;
-    auto end = buf.find("\r\n\r\n") + 4;
-    auto at = buf.find("Content-Length: ");
-    if (at == std::string::npos || at > end)
-      return false;
-    auto length = std::stoul(buf.substr(at + 16));
-    while (buf.size() < end + length) {
+    while (true) {
+      auto p = take_response(buf, body);
+      if (p != parsed::incomplete)
+        return p == parsed::done;
       char tmp[8192];
       auto n = ::recv(fd, tmp, sizeof(tmp), 0);
       if (n <= 0)
         return false;
       buf.append(tmp, static_cast<std::size_t>(n));
     }
-    body = buf.substr(end, length);
-    buf.erase(0, end + length);
-    return true;
   }
 };
 
@@ -142,10 +161,9 @@ sse_result orch_task(connection& c, const std::string& token, const std::string&
     c.drop();
     return r;
   }
-  auto id_at = reply.find("\"task_id\":\"");
-  if (id_at == std::string::npos)
+  auto id = task_id_of(reply);
+  if (id.empty())
     return r;
-  auto id = reply.substr(id_at + 11, reply.find('"', id_at + 11) - id_at - 11);
   if (!c.send("GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n")
       || !read_until(c.fd, c.buf, "event: token")) {
     c.drop();
@@ -303,28 +321,22 @@ int load(const std::string& host, int port, int seconds, int clients, const std:
       }
       c.in.append(tmp, static_cast<std::size_t>(got));
       if (!c.awaiting_events) {
-        auto head_end = c.in.find("\r\n\r\n");
-        if (head_end == std::string::npos)
+        std::string reply;
+        auto p = take_response(c.in, reply);
+        if (p == parsed::incomplete)
           continue;
-        auto at = c.in.find("Content-Length: ");
-        if (at == std::string::npos || at > head_end) {
+        if (p == parsed::malformed) {
           ++failed;
           reconnect(i);
           submit(i);
           continue;
         }
-        auto length = std::stoul(c.in.substr(at + 16));
-        if (c.in.size() < head_end + 4 + length)
-          continue;
-        auto reply = c.in.substr(head_end + 4, length);
-        c.in.erase(0, head_end + 4 + length);
-        auto id_at = reply.find("\"task_id\":\"");
-        if (id_at == std::string::npos) { // refused (429, 503): counted, and the next one
+        auto id = task_id_of(reply);
+        if (id.empty()) { // refused (429, 503): counted, and the next one
           ++failed;
           submit(i);
           continue;
         }
-        auto id = reply.substr(id_at + 11, reply.find('"', id_at + 11) - id_at - 11);
         c.awaiting_events = true;
         send_all(c.fd, "GET /v2/tasks/" + id + "/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n");
         continue;
