@@ -1,8 +1,10 @@
 #pragma once
 // Messages between a pool actor (or a task actor) and the engine actor of an llorch-engine
 // replica. A generate request carries the actor that receives the stream: one engine_token per
-// token, in index order, then one engine_done. Every type has an inspect() and a type ID in the
-// `llorch_engine` block; register it with cfg.add_message_types<caf::id_block::llorch_engine>().
+// token, in index order, then one engine_done. An observer (the pool that placed the request)
+// gets a copy of the engine_done: it tracks slots without relaying the tokens. Every type has an
+// inspect() and a type ID in the `llorch_engine` block; register it with
+// cfg.add_message_types<caf::id_block::llorch_engine>().
 #include <caf/all.hpp>
 
 #include <cstdint>
@@ -22,13 +24,15 @@ struct engine_generate {
   std::uint64_t seed = 0;
   bool ignore_eos = false;
   std::uint64_t first_index = 0;           // index of the first token this request produces
-  caf::actor reply_to;
+  caf::actor reply_to;                     // receives the tokens and the engine_done
+  caf::actor observer;                     // optional: a copy of the engine_done; when set, the
+                                           // engine watches it (not reply_to) for going down
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, engine_generate& x) {
   return f(caf::meta::type_name("engine_generate"), x.task_id, x.prompt, x.resume_ids, x.max_tokens,
-           x.temperature, x.top_k, x.top_p, x.seed, x.ignore_eos, x.first_index, x.reply_to);
+           x.temperature, x.top_k, x.top_p, x.seed, x.ignore_eos, x.first_index, x.reply_to, x.observer);
 }
 
 struct engine_cancel {

@@ -4,6 +4,14 @@
 
 namespace llorch::engine {
 
+namespace {
+// The end of a stream goes to its receiver first (the client waits on it), then to its observer.
+void send_done(const caf::actor& reply_to, const caf::actor& observer, engine_done d) {
+  if (observer) caf::anon_send(reply_to, d);
+  caf::anon_send(observer ? observer : reply_to, std::move(d));
+}
+} // namespace
+
 engine_worker::engine_worker(std::shared_ptr<const model> m, int threads, int slots, int context,
                              std::string model_id)
     : model_(m), tokenizer_(m->vocab), decoder_(m, threads, slots, context),
@@ -64,7 +72,7 @@ void engine_worker::finish(std::uint64_t id, const std::string& reason, const st
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   stream& s = it->second;
-  caf::anon_send(s.reply_to, engine_done{id, reason, s.next_index, error, s.text.finish()});
+  send_done(s.reply_to, s.observer, engine_done{id, reason, s.next_index, error, s.text.finish()});
   streams_.erase(it);
   forget(id);
 }
@@ -96,7 +104,7 @@ void engine_worker::loop() {
       for (auto it = waiting.begin(); it != waiting.end(); ++it)
         if (it->task_id == id) {
           cancelled_total_.fetch_add(1);
-          caf::anon_send(it->reply_to, engine_done{id, "cancelled", it->first_index, {}, {}});
+          send_done(it->reply_to, it->observer, engine_done{id, "cancelled", it->first_index, {}, {}});
           forget(id);
           waiting.erase(it);
           break;
@@ -108,8 +116,8 @@ void engine_worker::loop() {
       waiting.pop_front();
       if (g.prompt.size() > static_cast<std::size_t>(decoder_.context()) * tokenizer_.max_piece_bytes()) {
         // cannot fit whatever the merges do: refuse before spending time encoding it
-        caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index,
-                                               "prompt of " + std::to_string(g.prompt.size()) +
+        send_done(g.reply_to, g.observer, engine_done{g.task_id, "error", g.first_index,
+                                                          "prompt of " + std::to_string(g.prompt.size()) +
                                                    " bytes is longer than the context of " +
                                                    std::to_string(decoder_.context()) + " tokens",
                                                {}});
@@ -125,18 +133,19 @@ void engine_worker::loop() {
       r.ignore_eos = g.ignore_eos;
       r.first_index = g.first_index;
       if (streams_.count(g.task_id) != 0) {
-        // the running stream keeps its live entry
+        // the running stream keeps its live entry (and its observer its count of it)
         caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index, "task is already running", {}});
         continue;
       }
       const int prev = r.prompt.back();
       if (auto st = decoder_.submit(std::move(r)); !st) {
-        caf::anon_send(g.reply_to, engine_done{g.task_id, "error", g.first_index, st.message(), {}});
+        send_done(g.reply_to, g.observer, engine_done{g.task_id, "error", g.first_index, st.message(), {}});
         forget(g.task_id);
         continue;
       }
       stream s;
       s.reply_to = g.reply_to;
+      s.observer = g.observer;
       s.prev = prev;
       s.next_index = g.first_index;
       streams_.emplace(g.task_id, std::move(s));
@@ -178,7 +187,7 @@ void engine_worker::loop() {
 }
 
 caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_worker> worker) {
-  // a receiver that goes down without cancelling must not keep its slots busy
+  // a receiver (or observer) that goes down without cancelling must not keep its slots busy
   auto receivers = std::make_shared<std::map<caf::actor_addr, std::vector<std::uint64_t>>>();
   self->set_down_handler([worker, receivers](caf::down_msg& dm) {
     auto it = receivers->find(dm.source);
@@ -188,9 +197,11 @@ caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_
   });
   return {
       [self, worker, receivers](engine_generate& g) {
-        if (g.reply_to) {
-          auto& ids = (*receivers)[g.reply_to.address()];
-          if (ids.empty()) self->monitor(g.reply_to);
+        // the observer (a pool) outlives its streams' receivers, which may be on another node
+        const caf::actor& watched = g.observer ? g.observer : g.reply_to;
+        if (watched) {
+          auto& ids = (*receivers)[watched.address()];
+          if (ids.empty()) self->monitor(watched);
           // a long-lived receiver (a pool relaying many tasks) keeps only its running ones
           if (ids.size() >= 64)
             ids.erase(std::remove_if(ids.begin(), ids.end(), [&](std::uint64_t id) { return !worker->running(id); }),

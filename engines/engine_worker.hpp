@@ -1,7 +1,8 @@
 #pragma once
 // The decode loop of a replica on its own thread. The engine actor hands it requests and
 // cancels; it runs continuous batching steps while anything is active and streams every token
-// straight to the request's reply_to actor (one engine_token each, then engine_done).
+// straight to the request's reply_to actor (one engine_token each, then engine_done, of which
+// the request's observer gets a copy).
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -35,6 +36,7 @@ public:
 private:
   struct stream {
     caf::actor reply_to;
+    caf::actor observer;
     int prev = 0;
     std::uint64_t next_index = 0;
     bool started = false; // a token was sent

@@ -33,6 +33,10 @@ struct task_state {
   bool started = false;
   bool terminal = false;
   int failovers = 0;
+  // The id of the current attempt's stream: the engine id with the attempt in its low 16 bits.
+  // Tokens and ends of an earlier attempt (an engine the pool gave up on may still send some)
+  // are ignored, so an old attempt's end cannot end the task.
+  std::uint64_t stream_id = 0;
   std::chrono::steady_clock::time_point submitted = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point first_token_at;
   std::chrono::steady_clock::time_point decode_started;
@@ -171,8 +175,9 @@ caf::behavior task(task_actor* self, task_settings settings,
                                           {"pool_id", pool_id},
                                           {"node_id", node_id}}));
       }
+      st.stream_id = st.settings.engine_id << 16 | static_cast<std::uint64_t>(st.failovers & 0xffff);
       engine::engine_generate req;
-      req.task_id = st.settings.engine_id;
+      req.task_id = st.stream_id;
       req.prompt = spec.prompt;
       req.resume_ids = st.token_ids;
       req.max_tokens = spec.max_tokens - static_cast<std::int32_t>(st.token_ids.size());
@@ -184,34 +189,25 @@ caf::behavior task(task_actor* self, task_settings settings,
       req.reply_to = caf::actor_cast<caf::actor>(self);
       self->send(agent, generate_atom::value, pool_id, std::move(req));
     },
-    [self](const std::vector<engine::engine_token>& tokens) {
+    [self](const engine::engine_token& tok) {
       auto& st = self->state;
       // Indices make duplicates after a resumption harmless; nothing follows the terminal event.
-      if (st.terminal)
+      if (st.terminal || tok.task_id != st.stream_id || tok.index != st.token_ids.size())
         return;
-      std::vector<sse_event> events;
-      for (auto& tok : tokens) {
-        if (tok.index != st.token_ids.size())
-          continue;
-        if (st.token_ids.empty()) {
-          st.first_token_at = std::chrono::steady_clock::now();
-          st.metrics
-            ->histogram_family("orchd_task_first_token_seconds",
-                               "From admission to the first token", {},
-                               {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})
-            .with({})
-            .observe(std::chrono::duration<double>(st.first_token_at - st.submitted).count());
-        }
-        st.token_ids.push_back(tok.token_id);
-        events.push_back(
-          {"token", json::serialize(json::object{{"t", tok.piece}, {"i", tok.index}})});
+      if (st.token_ids.empty()) {
+        st.first_token_at = std::chrono::steady_clock::now();
+        st.metrics
+          ->histogram_family("orchd_task_first_token_seconds", "From admission to the first token",
+                             {}, {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})
+          .with({})
+          .observe(std::chrono::duration<double>(st.first_token_at - st.submitted).count());
       }
-      if (!events.empty())
-        emit(self, std::move(events));
+      st.token_ids.push_back(tok.token_id);
+      emit(self, "token", json::serialize(json::object{{"t", tok.piece}, {"i", tok.index}}));
     },
     [self](const engine::engine_done& done) {
       auto& st = self->state;
-      if (st.terminal)
+      if (st.terminal || done.task_id != st.stream_id)
         return;
       if (done.reason == "error")
         return fail_over(self, done.error);
@@ -257,7 +253,7 @@ caf::behavior task(task_actor* self, task_settings settings,
                                           {"finish_reason", "cancelled"}}));
       if (st.agent)
         self->send(st.agent, cancel_atom::value, st.pool_id,
-                   engine::engine_cancel{st.settings.engine_id});
+                   engine::engine_cancel{st.stream_id});
       self->send(st.settings.admission, cancel_atom::value, st.settings.engine_id);
       return true;
     },

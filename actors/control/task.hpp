@@ -7,7 +7,8 @@
 //
 // Messages:
 //   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
-//   std::vector<engine_token>, engine_done       from the pool (tokens in order, several at once)
+//   engine_token, engine_done     from the engine (routed through its node), or an engine_done
+//                                 from the node (the stream failed there)
 //   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client
 //   (subscribe_atom, caf::actor)  an in-process listener: gets (task_event_atom, name, data_json)
 //                                 for every event, the log first

@@ -16,7 +16,6 @@ using ready_timer_atom = caf::atom_constant<caf::atom("readyt")>;
 using restart_timer_atom = caf::atom_constant<caf::atom("restartt")>;
 using wedge_timer_atom = caf::atom_constant<caf::atom("wedget")>;
 using drain_timer_atom = caf::atom_constant<caf::atom("draint")>;
-using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
 struct pool_state {
   static inline const char* name = "pool";
@@ -33,18 +32,18 @@ struct pool_state {
   std::string endpoint;
   bool replacing = false; // the running engine was stopped to start another (preload)
   int restarts = 0;
-  // Streams in flight: the engine answers the pool, which relays to the task's actor (one hop
-  // over the cluster connection the node already has). Tokens that arrive while the pool is
-  // busy go on together: one message per mailbox drain, not one per token.
-  struct relay {
+  // Streams in flight. The engine streams tokens straight to the task's actor (CAF routes them
+  // through this process's network thread, past this actor) and sends the pool a copy of each
+  // engine_done, so the pool counts slots and fails streams over without relaying tokens.
+  struct stream {
     caf::actor task;
-    std::uint64_t next_index = 0;
-    std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
-    std::vector<engine::engine_token> pending;
+    std::uint64_t first_index = 0;
   };
-  std::map<std::uint64_t, relay> streams;
-  bool flush_queued = false;
+  std::map<std::uint64_t, stream> streams;
+  // Wedge detection: the engine's token count, polled while streams run, and when it last moved.
   bool wedge_timer = false;
+  std::uint64_t tokens_seen = 0;
+  std::chrono::steady_clock::time_point last_progress;
   std::uint64_t drain_generation = 0; // 0: not draining
 
   ~pool_state() {
@@ -117,19 +116,10 @@ void start_engine(pool_actor* self) {
 }
 
 // Every stream in flight ends with an error the task actor can fail over from.
-void flush(pool_actor* self, pool_state::relay& r) {
-  if (r.pending.empty())
-    return;
-  self->send(r.task, std::move(r.pending));
-  r.pending.clear();
-}
-
 void fail_streams(pool_actor* self, const std::string& why) {
   auto& st = self->state;
-  for (auto& [task_id, r] : st.streams) {
-    flush(self, r);
-    self->send(r.task, stream_failed(task_id, r.next_index, why));
-  }
+  for (auto& [task_id, r] : st.streams)
+    self->send(r.task, stream_failed(task_id, r.first_index, why));
   st.streams.clear();
 }
 
@@ -328,39 +318,22 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
                                                "pool " + s.settings.pool.id + " is not ready"));
         return;
       }
-      s.streams[req.task_id] = {req.reply_to, req.first_index, std::chrono::steady_clock::now(), {}};
-      req.reply_to = caf::actor_cast<caf::actor>(self);
+      if (s.streams.empty())
+        s.last_progress = std::chrono::steady_clock::now(); // idle until now: not wedged
+      s.streams[req.task_id] = {req.reply_to, req.first_index};
+      req.observer = caf::actor_cast<caf::actor>(self);
       self->send(s.engine, std::move(req));
       update_slots(self);
       watch_for_wedge(self);
     },
-    [self](engine::engine_token& tok) {
-      auto& s = self->state;
-      auto it = s.streams.find(tok.task_id);
-      if (it == s.streams.end())
-        return;
-      it->second.next_index = tok.index + 1;
-      it->second.last_progress = std::chrono::steady_clock::now();
-      count_tokens_out(*s.metrics, s.settings.pool.id);
-      it->second.pending.push_back(std::move(tok));
-      // the flush comes after whatever is in the mailbox now: tokens queued behind this one
-      // join the same message
-      if (!std::exchange(s.flush_queued, true))
-        self->send(self, flush_atom::value);
-    },
-    [self](flush_atom) {
-      auto& s = self->state;
-      s.flush_queued = false;
-      for (auto& [task_id, r] : s.streams)
-        flush(self, r);
-    },
-    [self](engine::engine_done& done) {
+    [self](const engine::engine_done& done) {
+      // the observer's copy: the task has its own
       auto& s = self->state;
       auto it = s.streams.find(done.task_id);
       if (it == s.streams.end())
         return;
-      flush(self, it->second);
-      self->send(it->second.task, std::move(done));
+      count_tokens_out(*s.metrics, s.settings.pool.id,
+                       std::max(done.next_index, it->second.first_index) - it->second.first_index);
       s.streams.erase(it);
       update_slots(self);
       if (s.drain_generation && s.streams.empty())
@@ -368,19 +341,37 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
     },
     [self](wedge_timer_atom) {
       auto& s = self->state;
-      s.wedge_timer = false;
-      auto now = std::chrono::steady_clock::now();
-      for (auto& [task_id, r] : s.streams)
-        if (now - r.last_progress > s.settings.wedged_after && s.process) {
-          log::error("engine_wedged", {{"pool_id", s.settings.pool.id},
-                                       {"pid", s.process->pid()},
-                                       {"task", task_id},
+      if (s.streams.empty() || !s.engine) {
+        s.wedge_timer = false;
+        return;
+      }
+      // A wedged engine either answers with a token count that no longer moves (its decode loop
+      // is stuck) or does not answer at all (the whole process is stuck).
+      auto gen = s.generation;
+      auto check = [self, gen](std::optional<std::uint64_t> tokens) {
+        auto& cur = self->state;
+        cur.wedge_timer = false; // one poll at a time
+        if (gen != cur.generation || cur.streams.empty())
+          return;
+        auto now = std::chrono::steady_clock::now();
+        if (tokens && *tokens != cur.tokens_seen) {
+          cur.tokens_seen = *tokens;
+          cur.last_progress = now;
+        }
+        if (now - cur.last_progress > cur.settings.wedged_after && cur.process) {
+          log::error("engine_wedged", {{"pool_id", cur.settings.pool.id},
+                                       {"pid", cur.process->pid()},
+                                       {"streams", cur.streams.size()},
                                        {"idle_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                     now - r.last_progress).count()}});
-          s.process->kill_now(); // its exit fails the streams over and restarts it
+                                                     now - cur.last_progress).count()}});
+          cur.process->kill_now(); // its exit fails the streams over and restarts it
           return;
         }
-      watch_for_wedge(self);
+        watch_for_wedge(self);
+      };
+      self->request(s.engine, s.settings.wedged_after, engine::engine_status_atom::value)
+        .then([check](const engine::engine_status& es) { check(es.tokens_total); },
+              [check](const caf::error&) { check(std::nullopt); });
     },
     [self](drain_atom, std::int64_t deadline_ms) {
       auto& s = self->state;

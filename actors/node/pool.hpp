@@ -13,9 +13,10 @@
 //                                            finish or, at the deadline, fail over elsewhere; then
 //                                            the engine stops and the pool is unloaded
 //   (caf::get_atom)                        -> pool_runtime_view
-//   engine_generate / engine_cancel        from a task actor (through the node_agent); the engine's
-//                                          engine_token / engine_done are relayed to the task, the
-//                                          tokens as std::vector<engine_token> (those that queued up)
+//   engine_generate / engine_cancel        from a task actor (through the node_agent), passed to
+//                                          the engine with the pool as observer: the engine streams
+//                                          to the task and sends the pool a copy of engine_done
+//   engine_done                            that copy: the slot is free
 #include "engines/engine_protocol.hpp"
 #include "runtime/config.hpp"
 #include "runtime/messages.hpp"
@@ -79,5 +80,4 @@ caf::actor spawn_pool(caf::actor_system& sys, pool_settings settings,
 CAF_BEGIN_TYPE_ID_BLOCK(llorch_pool, caf::first_custom_type_id + 150)
   CAF_ADD_TYPE_ID(llorch_pool, (llorch::pool_runtime_view))
   CAF_ADD_TYPE_ID(llorch_pool, (std::vector<llorch::pool_runtime_view>))
-  CAF_ADD_TYPE_ID(llorch_pool, (std::vector<llorch::engine::engine_token>))
 CAF_END_TYPE_ID_BLOCK(llorch_pool)

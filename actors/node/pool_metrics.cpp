@@ -13,8 +13,8 @@ metrics::family<metrics::counter>& tokens_family(metrics::registry& r) {
 }
 } // namespace
 
-void count_tokens_out(metrics::registry& r, const std::string& pool_id) {
-  tokens_family(r).with({pool_id}).inc();
+void count_tokens_out(metrics::registry& r, const std::string& pool_id, std::uint64_t n) {
+  tokens_family(r).with({pool_id}).inc(static_cast<double>(n));
 }
 
 void count_engine_restart(metrics::registry& r, const std::string& pool_id) {
