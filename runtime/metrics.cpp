@@ -431,14 +431,29 @@ detail::family_base& registry::add(std::unique_ptr<detail::family_base> candidat
   return *slot;
 }
 
+detail::family_base* registry::registered(const std::string& name, detail::metric_kind kind,
+                                          const std::vector<std::string>& label_names,
+                                          const std::vector<double>& buckets) const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  auto it = families_.find(name);
+  if (it == families_.end() || it->second->kind() != kind || it->second->label_names() != label_names
+      || it->second->buckets() != buckets)
+    return nullptr;
+  return it->second.get();
+}
+
 family<counter>& registry::counter_family(std::string name, std::string help,
                                           std::vector<std::string> label_names) {
+  if (auto* f = registered(name, detail::metric_kind::counter, label_names, {}))
+    return static_cast<family<counter>&>(*f);
   return static_cast<family<counter>&>(add(
     std::make_unique<family<counter>>(std::move(name), std::move(help), std::move(label_names))));
 }
 
 family<gauge>& registry::gauge_family(std::string name, std::string help,
                                       std::vector<std::string> label_names) {
+  if (auto* f = registered(name, detail::metric_kind::gauge, label_names, {}))
+    return static_cast<family<gauge>&>(*f);
   return static_cast<family<gauge>&>(
     add(std::make_unique<family<gauge>>(std::move(name), std::move(help), std::move(label_names))));
 }
@@ -446,6 +461,8 @@ family<gauge>& registry::gauge_family(std::string name, std::string help,
 family<histogram>& registry::histogram_family(std::string name, std::string help,
                                               std::vector<std::string> label_names,
                                               std::vector<double> buckets) {
+  if (auto* f = registered(name, detail::metric_kind::histogram, label_names, buckets))
+    return static_cast<family<histogram>&>(*f);
   return static_cast<family<histogram>&>(add(std::make_unique<family<histogram>>(
     std::move(name), std::move(help), std::move(label_names), std::move(buckets))));
 }

@@ -146,6 +146,11 @@ public:
   static const char* content_type() { return "text/plain; version=0.0.4; charset=utf-8"; }
 
 private:
+  // The family registered under name exactly so, or null (then add() decides): hot paths look
+  // their family up per event, and building a candidate each time cost allocations and checks.
+  detail::family_base* registered(const std::string& name, detail::metric_kind kind,
+                                  const std::vector<std::string>& label_names,
+                                  const std::vector<double>& buckets) const;
   detail::family_base& add(std::unique_ptr<detail::family_base> candidate);
 
   mutable std::mutex mutex_;
