@@ -3,6 +3,7 @@
 #include "actors/control/admission_queue_core.hpp"
 #include "actors/control/node_registry.hpp"
 #include "actors/control/placement_round.hpp"
+#include "actors/control/stream_router.hpp"
 #include "actors/control/task.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
@@ -29,6 +30,7 @@ struct admission_state {
   std::map<std::uint64_t, entry> tasks;            // every live task actor
   std::map<std::string, std::uint64_t> by_name;    // task_id -> engine id
   std::map<caf::actor_addr, std::uint64_t> by_actor;
+  caf::actor stream_router; // linked: it goes and comes back with admission
   std::uint64_t next_id = 1;
   placement_snapshot view;                          // the registry's, as of the last refresh
   std::chrono::steady_clock::time_point view_time;
@@ -44,7 +46,7 @@ struct admission_state {
   // they go with it, or the actor system would wait for their retention to run out.
   ~admission_state() {
     for (auto& [id, e] : tasks) {
-      settings.directory->remove(e.spec.task_id);
+      settings.directory->remove(e.spec.task_id, id);
       caf::anon_send_exit(e.task, caf::exit_reason::user_shutdown);
     }
   }
@@ -240,13 +242,14 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   ts.spec = spec;
   ts.engine_id = id;
   ts.admission = caf::actor_cast<caf::actor>(self);
+  ts.stream_router = s.stream_router;
   ts.queue_position = static_cast<std::int64_t>(s.queue->position(id));
   auto actor = spawn_task(self->system(), ts, s.metrics);
   self->monitor(actor);
   s.tasks[id] = {spec, actor, {}};
   s.by_name[spec.task_id] = id;
   s.by_actor[actor.address()] = id;
-  s.settings.directory->add(spec.task_id, actor);
+  s.settings.directory->add(spec.task_id, id, actor);
   submit_reply r;
   r.task = actor;
   r.task_id = spec.task_id;
@@ -264,6 +267,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
   st.settings = settings;
   st.metrics = std::move(metrics);
   st.queue = std::make_unique<admission_queue_core>(settings.capacity);
+  st.stream_router = spawn_stream_router(self, st.settings.directory);
   set_depth(st);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& s = self->state;
@@ -273,7 +277,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
     auto t = s.tasks.find(it->second);
     if (t != s.tasks.end()) {
       release_slot(s, t->second);
-      s.settings.directory->remove(t->second.spec.task_id);
+      s.settings.directory->remove(t->second.spec.task_id, t->first);
       s.by_name.erase(t->second.spec.task_id);
       s.queue->remove(t->first);
       s.tasks.erase(t);

@@ -33,10 +33,7 @@ struct task_state {
   bool started = false;
   bool terminal = false;
   int failovers = 0;
-  // The id of the current attempt's stream: the engine id with the attempt in its low 16 bits.
-  // Tokens and ends of an earlier attempt (an engine the pool gave up on may still send some)
-  // are ignored, so an old attempt's end cannot end the task.
-  std::uint64_t stream_id = 0;
+  std::uint64_t stream_id = 0; // of the current attempt: messages of earlier ones are ignored
   std::chrono::steady_clock::time_point submitted = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point first_token_at;
   std::chrono::steady_clock::time_point decode_started;
@@ -175,7 +172,7 @@ caf::behavior task(task_actor* self, task_settings settings,
                                           {"pool_id", pool_id},
                                           {"node_id", node_id}}));
       }
-      st.stream_id = st.settings.engine_id << 16 | static_cast<std::uint64_t>(st.failovers & 0xffff);
+      st.stream_id = stream_id(st.settings.engine_id, st.failovers);
       engine::engine_generate req;
       req.task_id = st.stream_id;
       req.prompt = spec.prompt;
@@ -186,8 +183,10 @@ caf::behavior task(task_actor* self, task_settings settings,
       req.top_p = spec.top_p;
       req.seed = spec.seed;
       req.first_index = st.token_ids.size();
-      req.reply_to = caf::actor_cast<caf::actor>(self);
-      self->send(agent, generate_atom::value, pool_id, std::move(req));
+      req.reply_to = st.settings.stream_router ? st.settings.stream_router
+                                               : caf::actor_cast<caf::actor>(self);
+      // anonymous: a sender would make the node announce a proxy of this actor (stream_router.hpp)
+      caf::anon_send(agent, generate_atom::value, pool_id, std::move(req));
     },
     [self](const engine::engine_token& tok) {
       auto& st = self->state;
@@ -252,8 +251,7 @@ caf::behavior task(task_actor* self, task_settings settings,
                                           {"decode_ms", 0},
                                           {"finish_reason", "cancelled"}}));
       if (st.agent)
-        self->send(st.agent, cancel_atom::value, st.pool_id,
-                   engine::engine_cancel{st.stream_id});
+        caf::anon_send(st.agent, cancel_atom::value, st.pool_id, engine::engine_cancel{st.stream_id});
       self->send(st.settings.admission, cancel_atom::value, st.settings.engine_id);
       return true;
     },

@@ -7,7 +7,7 @@
 //
 // Messages:
 //   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
-//   engine_token, engine_done     from the engine (routed through its node), or an engine_done
+//   engine_token, engine_done     from the engine through the stream router, or an engine_done
 //                                 from the node (the stream failed there)
 //   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client
 //   (subscribe_atom, caf::actor)  an in-process listener: gets (task_event_atom, name, data_json)
@@ -32,10 +32,19 @@ namespace llorch {
 
 struct task_settings {
   task_spec spec;
-  std::uint64_t engine_id = 0; // the id engines and admission know the task by
+  std::uint64_t engine_id = 0; // the id admission knows the task by
   caf::actor admission;
+  caf::actor stream_router;    // where engines send the task's stream (none: to the task itself)
   std::int64_t queue_position = 0;
 };
+
+// The id of one attempt's stream, as the engine knows it: the engine id with the attempt in the
+// low 16 bits. Tokens and ends of an earlier attempt (an engine the pool gave up on may still
+// send some) are ignored, so an old attempt's end cannot end the resumed stream.
+inline std::uint64_t stream_id(std::uint64_t engine_id, int attempt) {
+  return engine_id << 16 | static_cast<std::uint64_t>(attempt & 0xffff);
+}
+inline std::uint64_t engine_id_of(std::uint64_t stream_id) { return stream_id >> 16; }
 
 caf::actor spawn_task(caf::actor_system& sys, task_settings settings,
                       std::shared_ptr<metrics::registry> metrics);
