@@ -140,7 +140,7 @@ void run_pass(admission_actor* self) {
                              + "' before the task's deadline"));
   }
   placement_round round(view_with_busy_slots(st));
-  for (;;) {
+  while (round.any_free_slot()) {
     placement_decision decision;
     auto next = st.queue->pop_placeable([&](const queued_task& q) {
       auto it = st.tasks.find(q.task_id);

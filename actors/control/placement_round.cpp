@@ -1,8 +1,14 @@
 #include "actors/control/placement_round.hpp"
 
+#include <algorithm>
+
 namespace llorch {
 
-placement_round::placement_round(std::vector<node_info> nodes) : nodes_(std::move(nodes)) {}
+placement_round::placement_round(std::vector<node_info> nodes) : nodes_(std::move(nodes)) {
+  for (const auto& n : nodes_)
+    for (const auto& p : n.pools)
+      free_slots_ += std::max(0, p.slots_free);
+}
 
 std::string placement_round::key(const placement_request& req) {
   // '\n' cannot occur in a valid model, mode or pool/node id, so the fields cannot run together.
@@ -19,6 +25,7 @@ void placement_round::take_slot(const std::string& node_id, const std::string& p
     for (auto& p : n.pools) {
       if (p.pool_id == pool_id && p.slots_free > 0) {
         --p.slots_free; // VRAM stays as reported: the next heartbeat brings the real figure
+        --free_slots_;
         return;
       }
     }

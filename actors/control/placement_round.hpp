@@ -8,6 +8,7 @@
 #include "actors/control/placement_policy.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,6 +27,9 @@ public:
   const std::vector<node_info>& view() const { return nodes_; }
   std::size_t evaluations() const { return evaluations_; } // runs of the policy
   std::size_t placements() const { return placements_; }
+  // False when no pool of the view has a free slot: no request can be placed this round, so a
+  // saturated cluster's passes need not look at the queue at all.
+  bool any_free_slot() const { return free_slots_ > 0; }
 
 private:
   static std::string key(const placement_request& req);
@@ -34,6 +38,7 @@ private:
   std::vector<node_info> nodes_;
   std::unordered_map<std::string, placement_decision> failed_;
   placement_decision last_;
+  std::int64_t free_slots_ = 0; // over all pools of the view
   std::size_t evaluations_ = 0;
   std::size_t placements_ = 0;
 };

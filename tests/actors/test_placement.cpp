@@ -514,6 +514,7 @@ TEST_CASE("placement round: placements take slots, so a pool is never oversubscr
   std::vector<node_info> nodes{make_node("n1", {make_pool("p0", "llama", 40 * gib, 2, 4)}),
                                make_node("n2", {make_pool("p0", "llama", 40 * gib, 1, 4)})};
   placement_round round(nodes);
+  CHECK(round.any_free_slot());
   // Equal VRAM: n1 (2 busy) beats n2 (3 busy); then both have 3 busy and "n1" < "n2" decides;
   // then n1 is full.
   CHECK(where(round.place(req("llama"))) == "n1/p0");
@@ -523,6 +524,7 @@ TEST_CASE("placement round: placements take slots, so a pool is never oversubscr
   CHECK_FALSE(d.placed);
   CHECK(d.outcome == "no_capacity");
   CHECK(round.placements() == 3);
+  CHECK_FALSE(round.any_free_slot()); // a pass stops looking at the queue here
   CHECK(round.view()[0].pools[0].slots_free == 0);
   CHECK(round.view()[1].pools[0].slots_free == 0);
   // The snapshot given to the round is not touched.
