@@ -3,7 +3,7 @@
 //            process (CAF, like the pool does), then through orchestratord (POST /v2/tasks + SSE
 //            on a keep-alive socket), alternately
 //   load     tasks/s with max_tokens 1 from C concurrent clients (one epoll thread) through
-//            admission and placement
+//            admission and placement (load-completions: each task one POST /v1/completions)
 //   direct-streams / orch-streams   aggregate tokens/s of S concurrent streams (N tasks in all),
 //            straight to the engine and through orchestratord: does the control plane keep up?
 // and prints one line of key=value per mode for scenarios/bench_tasks.sh.
@@ -262,11 +262,13 @@ int direct_streams(caf::actor_system& sys, const caf::actor& engine, const std::
 // tasks/s of `clients` keep-alive connections, each submitting a task and reading its events to
 // the end, again and again, for `seconds`. One thread drives them all with epoll, like an
 // event-driven HTTP client: 64 blocking threads would cost the machine under test more CPU in
-// context switches than the requests themselves.
+// context switches than the requests themselves. With `completions`, each task is one
+// POST /v1/completions (stream false) instead of POST /v2/tasks and a GET of its events.
 int load(const std::string& host, int port, int seconds, int clients, const std::string& token,
-         const std::string& body) {
+         const std::string& body, bool completions) {
   const std::string auth = "Authorization: Bearer " + token + "\r\n";
-  const std::string post = "POST /v2/tasks HTTP/1.1\r\nHost: x\r\n" + auth
+  const std::string post = std::string(completions ? "POST /v1/completions" : "POST /v2/tasks")
+                           + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
                            + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   struct client {
     int fd = -1;
@@ -331,6 +333,11 @@ int load(const std::string& host, int port, int seconds, int clients, const std:
           submit(i);
           continue;
         }
+        if (completions) { // the whole task in one response
+          (reply.find("\"choices\"") != std::string::npos ? done : failed)++;
+          submit(i);
+          continue;
+        }
         auto id = task_id_of(reply);
         if (id.empty()) { // refused (429, 503): counted, and the next one
           ++failed;
@@ -357,7 +364,8 @@ int load(const std::string& host, int port, int seconds, int clients, const std:
   for (std::size_t i = 0; i < cs.size(); ++i)
     reconnect(i);
   close(ep);
-  std::printf("mode=load clients=%d tasks=%ld failed=%ld tasks_s=%.1f\n", clients, done, failed,
+  std::printf("mode=%s clients=%d tasks=%ld failed=%ld tasks_s=%.1f\n",
+              completions ? "load-completions" : "load", clients, done, failed,
               static_cast<double>(done) / secs);
   return 0;
 }
@@ -368,7 +376,7 @@ int main(int argc, char** argv) {
   if (argc < 6) {
     std::fprintf(stderr,
                  "usage: llorch-bench-tasks paired ENGINE_HOST ENGINE_PORT N MAX_TOKENS TOKEN MODEL HTTP_HOST HTTP_PORT\n"
-                 "       llorch-bench-tasks load HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n"
+                 "       llorch-bench-tasks load|load-completions HTTP_HOST HTTP_PORT SECONDS CLIENTS TOKEN MODEL\n"
                  "       llorch-bench-tasks direct-streams ENGINE_HOST ENGINE_PORT N MAX_TOKENS STREAMS\n"
                  "       llorch-bench-tasks orch-streams HTTP_HOST HTTP_PORT N MAX_TOKENS TOKEN MODEL STREAMS\n");
     return 2;
@@ -439,7 +447,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (mode == "load")
-    return load(host, port, n, max_tokens, token, body(1));
+    return load(host, port, n, max_tokens, token, body(1), false);
+  if (mode == "load-completions")
+    return load(host, port, n, max_tokens, token,
+                "{\"model\":\"" + model + "\",\"prompt\":\"" + prompt + "\",\"max_tokens\":1,\"seed\":1}", true);
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
 }

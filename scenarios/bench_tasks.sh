@@ -3,7 +3,8 @@
 # test model. Measures time to first token and tokens/s straight to the engine process and through
 # orchestratord (the same request each way in turn), one stream at a time and 8 at once (the
 # pool's slots; one way then the other), and
-# sustained tasks/s (max_tokens 1) with 64 concurrent clients.
+# sustained tasks/s (max_tokens 1) with 64 concurrent clients, each task a POST /v2/tasks and a
+# GET of its events, then each task one POST /v1/completions.
 # Usage: scenarios/bench_tasks.sh [REQUESTS=200] [MAX_TOKENS=64] [LOAD_SECONDS=10] [CLIENTS=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ paired=$($bin/llorch-bench-tasks paired "${endpoint%:*}" "${endpoint##*:}" "$req
 direct8=$($bin/llorch-bench-tasks direct-streams "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens" 8)
 orch8=$($bin/llorch-bench-tasks orch-streams "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny 8)
 load=$($bin/llorch-bench-tasks load "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
+completions=$($bin/llorch-bench-tasks load-completions "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
 get() { echo "$1" | grep -oE "(^| )$2=[^ ]*" | cut -d= -f2; }
 d50=$(get "$paired" direct_ttft_p50_ms); d99=$(get "$paired" direct_ttft_p99_ms); dtok=$(get "$paired" direct_tok_s)
 o50=$(get "$paired" orch_ttft_p50_ms); o99=$(get "$paired" orch_ttft_p99_ms); otok=$(get "$paired" orch_tok_s)
@@ -67,3 +69,5 @@ printf '%-44s %12s %12s\n' "tokens/s of 8 concurrent streams" "$d8" "$o8"
 printf '%-44s %12s %12s\n' "share of the engine's tokens/s, 8 streams" "" "$(echo "scale=1; 100 * $o8 / $d8" | bc) %"
 printf '%-44s %12s %12s %12s\n' "tasks/s, max_tokens 1, $clients clients" "" "$(get "$load" tasks_s)" ">= 5000"
 printf '%-44s %12s %12s\n' "failed tasks during the load" "" "$(get "$load" failed)"
+printf '%-44s %12s %12s\n' "the same, each task one POST /v1/completions" "" "$(get "$completions" tasks_s)"
+printf '%-44s %12s %12s\n' "failed tasks during that load" "" "$(get "$completions" failed)"
