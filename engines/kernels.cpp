@@ -647,7 +647,13 @@ LLORCH_AVX2 __m256 exp_avx2(__m256 x0) {
 LLORCH_AVX2 void exp_inplace_avx2(float* x, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp_avx2(_mm256_loadu_ps(x + i)));
-  for (; i < n; ++i) x[i] = exp_portable(x[i]);
+  if (i < n) { // the tail through a padded register, the same operations: short prefill rows'
+               // softmax is mostly tail, and std::fma there is a library call
+    alignas(32) float t[8] = {};
+    std::memcpy(t, x + i, static_cast<std::size_t>(n - i) * sizeof(float));
+    _mm256_store_ps(t, exp_avx2(_mm256_load_ps(t)));
+    std::memcpy(x + i, t, static_cast<std::size_t>(n - i) * sizeof(float));
+  }
 }
 
 } // namespace

@@ -352,6 +352,15 @@ TEST_CASE("exp_inplace: within 2 ulp of std::exp, bit-identical on every path, N
     CHECK(std::isnan(fast.back()));
     fast.pop_back();
     CHECK(same_bits(fast, std::vector<float>(slow.begin(), slow.end() - 1)));
+    // short rows (a prefill's first softmaxes) are all tail; the floats past n stay untouched
+    for (int n = 1; n <= 17; ++n) {
+      std::vector<float> row(x.begin() + 100 * n, x.begin() + 100 * n + 24);
+      exp_inplace(row.data(), n);
+      CHECK(same_bits(std::vector<float>(row.begin(), row.begin() + n),
+                      std::vector<float>(slow.begin() + 100 * n, slow.begin() + 100 * n + n)));
+      CHECK(same_bits(std::vector<float>(row.begin() + n, row.end()),
+                      std::vector<float>(x.begin() + 100 * n + n, x.begin() + 100 * n + 24)));
+    }
   }
 }
 
