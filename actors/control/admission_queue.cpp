@@ -9,6 +9,7 @@
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 
@@ -40,6 +41,7 @@ struct admission_state {
   bool refresh_running = false;                     // a view is being fetched
   bool pass_pending = false;                        // a pass on the current view is queued
   bool tick_pending = false;
+  bool saturated = false;                           // the last pass found no free slot
   std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> ended; // oldest first
 
   // Task actors outlive their end for late readers; when admission goes (shutdown, restart)
@@ -68,13 +70,20 @@ void count_placement(admission_state& st, const std::string& outcome) {
     .inc();
 }
 
-// Tasks still waiting after a pass are looked at again a tick later, with a fresh view.
+// Tasks still waiting after a pass are looked at again a tick later, with a fresh view. While no
+// pool has a free slot, every ended task triggers a pass: the tick then only has to catch a
+// deadline or a new pool, and at 200 per second it cost 3 % of orchestratord's CPU under load.
 void schedule_pass(admission_actor* self) {
   auto& st = self->state;
   if (st.tick_pending || st.queue->size() == 0)
     return;
   st.tick_pending = true;
-  self->delayed_send(self, st.settings.tick, tick_timer_atom::value);
+  auto delay = st.settings.tick;
+  if (st.saturated) {
+    auto to_deadline = std::chrono::milliseconds(st.queue->next_deadline_ms() - wall_clock_ms());
+    delay = std::clamp(to_deadline, st.settings.tick, std::chrono::milliseconds(100));
+  }
+  self->delayed_send(self, delay, tick_timer_atom::value);
 }
 
 // A new task, or a freed slot, is placed at once on the view at hand: no tick of delay and no
@@ -173,6 +182,7 @@ void run_pass(admission_actor* self) {
     ++st.busy[it->second.slot];
     self->send(it->second.task, generate_atom::value, decision.node_id, decision.pool_id, agent);
   }
+  st.saturated = !round.any_free_slot();
   set_depth(st);
   schedule_pass(self);
   // a view older than this is refreshed behind the passes that use it

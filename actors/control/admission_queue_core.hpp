@@ -55,6 +55,11 @@ public:
   std::size_t size() const { return lanes_[0].live + lanes_[1].live; }
   std::size_t capacity() const { return capacity_; }
   bool full() const { return size() >= capacity_; }
+  // No later than the earliest deadline of a queued task (it may be one that left the queue);
+  // INT64_MAX when none.
+  std::int64_t next_deadline_ms() const {
+    return deadlines_.empty() ? std::numeric_limits<std::int64_t>::max() : deadlines_.front().deadline_ms;
+  }
 
   // Throughput: the caller notes every task that leaves the queue for a pool. The estimate is an
   // exponentially weighted mean of the intervals between dequeues (weight `ewma_alpha` on the newest).

@@ -141,18 +141,22 @@ TEST_CASE("admission: expire removes tasks whose deadline is reached, earliest f
   q.push(task(3, true, "a")); // no deadline
   q.push(task(4, true, "a", 100));
   q.push(task(5, false, "a", 300));
+  CHECK(q.next_deadline_ms() == 100); // what the placement tick waits for at most
   CHECK(q.expire(99).empty());
   auto gone = q.expire(100); // reached exactly: expired
   REQUIRE(gone.size() == 2);
   CHECK(gone[0].task_id == 2); // same deadline: pushed first, out first
   CHECK(gone[1].task_id == 4);
   CHECK(q.size() == 3);
+  CHECK(q.next_deadline_ms() == 300);
   CHECK_FALSE(q.remove(2));
   CHECK(q.remove(5));
+  CHECK(q.next_deadline_ms() <= 500); // a task that left may still count: never too late
   gone = q.expire(1000000);
   REQUIRE(gone.size() == 1);
   CHECK(gone[0].task_id == 1);
   CHECK(q.expire(std::numeric_limits<std::int64_t>::max() - 1).empty());
+  CHECK(q.next_deadline_ms() == std::numeric_limits<std::int64_t>::max()); // only task 3, no deadline
   CHECK(drain(q) == std::vector<std::uint64_t>{3});
 }
 
