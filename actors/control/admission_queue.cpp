@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <unordered_map>
 
 namespace llorch {
 namespace {
@@ -29,7 +30,7 @@ struct admission_state {
   std::shared_ptr<metrics::registry> metrics;
   std::unique_ptr<admission_queue_core> queue;
   std::map<std::uint64_t, entry> tasks;            // every live task actor
-  std::map<std::string, std::uint64_t> by_name;    // task_id -> engine id
+  std::unordered_map<std::string, std::uint64_t> by_name; // task_id -> engine id
   std::map<caf::actor_addr, std::uint64_t> by_actor;
   caf::actor stream_router; // linked: it goes and comes back with admission
   std::uint64_t next_id = 1;
