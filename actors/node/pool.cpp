@@ -351,8 +351,10 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       auto check = [self, gen](std::optional<std::uint64_t> tokens) {
         auto& cur = self->state;
         cur.wedge_timer = false; // one poll at a time
-        if (gen != cur.generation || cur.streams.empty())
+        if (cur.streams.empty())
           return;
+        if (gen != cur.generation) // the engine was replaced meanwhile: poll the new one
+          return watch_for_wedge(self);
         auto now = std::chrono::steady_clock::now();
         if (tokens && *tokens != cur.tokens_seen) {
           cur.tokens_seen = *tokens;
