@@ -406,7 +406,7 @@ int main(int argc, char** argv) {
     return with_engine(host, port, [&](caf::actor_system& sys, const caf::actor& engine) {
       caf::scoped_actor self{sys};
       connection c{argv[8], std::atoi(argv[9]), -1, {}};
-      std::vector<double> d_ttft, d_tps, o_ttft, o_tps;
+      std::vector<double> d_ttft, d_tps, o_ttft, o_tps, added; // added: per pair, orchd - engine
       for (int i = 0; i < n; ++i) {
         auto d = direct_task(self, engine, prompt, max_tokens, static_cast<std::uint64_t>(i + 1));
         auto o = orch_task(c, token, body(max_tokens));
@@ -416,11 +416,13 @@ int main(int argc, char** argv) {
         d_tps.push_back(d.tokens / (d.total_ms / 1000.0));
         o_ttft.push_back(o.ttft_ms);
         o_tps.push_back(o.tokens / (o.total_ms / 1000.0));
+        added.push_back(o.ttft_ms - d.ttft_ms);
       }
       std::printf("mode=paired ok=%zu direct_ttft_p50_ms=%.3f direct_ttft_p99_ms=%.3f direct_tok_s=%.1f "
-                  "orch_ttft_p50_ms=%.3f orch_ttft_p99_ms=%.3f orch_tok_s=%.1f\n",
+                  "orch_ttft_p50_ms=%.3f orch_ttft_p99_ms=%.3f orch_tok_s=%.1f added_p50_ms=%.3f "
+                  "added_p99_ms=%.3f\n",
                   d_ttft.size(), pct(d_ttft, 0.5), pct(d_ttft, 0.99), pct(d_tps, 0.5), pct(o_ttft, 0.5),
-                  pct(o_ttft, 0.99), pct(o_tps, 0.5));
+                  pct(o_ttft, 0.99), pct(o_tps, 0.5), pct(added, 0.5), pct(added, 0.99));
       return 0;
     });
   }

@@ -62,6 +62,8 @@ printf '%-44s %12s %12s %12s\n' "time to first token p50 (ms)" "$d50" "$o50" "+<
 printf '%-44s %12s %12s %12s\n' "time to first token p99 (ms)" "$d99" "$o99" "+< 3"
 printf '%-44s %12s %12s\n' "added time to first token p50 / p99 (ms)" "" \
   "$(echo "$o50 - $d50" | bc) / $(echo "$o99 - $d99" | bc)"
+printf '%-44s %12s %12s\n' "  the same, of each request pair's difference" "" \
+  "$(get "$paired" added_p50_ms) / $(get "$paired" added_p99_ms)"
 printf '%-44s %12s %12s %12s\n' "tokens/s per stream (p50)" "$dtok" "$otok" ">= 95 %"
 printf '%-44s %12s %12s\n' "share of the engine's tokens/s" "" "$(echo "scale=1; 100 * $otok / $dtok" | bc) %"
 d8=$(get "$direct8" tok_s); o8=$(get "$orch8" tok_s)
