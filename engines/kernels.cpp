@@ -298,6 +298,15 @@ LLORCH_AVX2 inline void fma_step(__m256 (&acc)[R][S], const std::uint8_t* w, std
   }
 }
 
+// The line at `offset` of each of the R rows P rows on (none for P = 0): the same offset P rows
+// ahead keeps a steady stream of lines in flight.
+template <int R, int P>
+inline void prefetch_ahead_rows(const std::uint8_t* w, std::size_t row_bytes, int offset) {
+  if constexpr (P > 0)
+    for (int r = 0; r < R; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(w + (r + P) * row_bytes + offset), weight_hint);
+}
+
 // out[s * out_stride + r] = dot(row r at w, x + s * n) for r < R * groups, rows row_bytes apart.
 // P: rows ahead to prefetch at the same offsets (0: none).
 template <tensor_type T, int R, int S, int P>
@@ -310,9 +319,7 @@ LLORCH_AVX2 void dot_float_avx2(const std::uint8_t* w, std::size_t row_bytes, in
       for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16) {
-      if (P > 0) // the same offset P rows on: keeps a steady stream of lines in flight
-        for (int r = 0; r < R; ++r)
-          _mm_prefetch(reinterpret_cast<const char*>(w + (r + P) * row_bytes + j * elem), weight_hint);
+      prefetch_ahead_rows<R, P>(w, row_bytes, j * elem);
       fma_step<T, R, S>(acc, w, row_bytes, x, n, j);
       fma_step<T, R, S>(acc, w, row_bytes, x, n, j + 8);
     }
@@ -501,9 +508,7 @@ LLORCH_AVX512 void dot_float_avx512(const std::uint8_t* w, std::size_t row_bytes
       for (int s = 0; s < S; ++s) acc[p][s] = _mm512_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16) {
-      if (P > 0)
-        for (int r = 0; r < R; ++r)
-          _mm_prefetch(reinterpret_cast<const char*>(w + (r + P) * row_bytes + j * elem), weight_hint);
+      prefetch_ahead_rows<R, P>(w, row_bytes, j * elem);
       fma_step_x2<T, R2, S>(acc, w, row_bytes, x, n, j);
       fma_step_x2<T, R2, S>(acc, w, row_bytes, x, n, j + 8);
     }
