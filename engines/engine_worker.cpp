@@ -5,10 +5,12 @@
 namespace llorch::engine {
 
 namespace {
-// The end of a stream goes to its receiver first (the client waits on it), then to its observer.
+// The end of a stream goes to its observer first, then to its receiver: the observer (the pool)
+// is on the receiver's route, so it has the end in its mailbox before the client can see it, and a
+// pool status read after the end shows the slot free.
 void send_done(const caf::actor& reply_to, const caf::actor& observer, engine_done d) {
-  if (observer) caf::anon_send(reply_to, d);
-  caf::anon_send(observer ? observer : reply_to, std::move(d));
+  if (observer) caf::anon_send(observer, d);
+  caf::anon_send(reply_to, std::move(d));
 }
 } // namespace
 
