@@ -99,6 +99,7 @@ void engine_worker::loop() {
     // cancels take effect before the next step: no token of a cancelled task follows
     for (auto id : cancels) {
       if (decoder_.cancel(id)) {
+        free_slots_.store(decoder_.free_slots());
         cancelled_total_.fetch_add(1);
         finish(id, "cancelled");
         continue;
@@ -160,7 +161,10 @@ void engine_worker::loop() {
     if (decoder_.active() == 0) continue;
 
     bool first_token = false;
-    for (const auto& e : decoder_.step()) {
+    const auto events = decoder_.step();
+    // before any end goes out: a status read after a stream's end must count its slot free
+    free_slots_.store(decoder_.free_slots());
+    for (const auto& e : events) {
       auto it = streams_.find(e.id);
       if (it == streams_.end()) continue;
       stream& s = it->second;
@@ -176,7 +180,6 @@ void engine_worker::loop() {
       }
       if (e.finished != finish_reason::none) finish(e.id, finish_reason_name(e.finished));
     }
-    free_slots_.store(decoder_.free_slots());
     // A first token waits in CAF's network thread; on a busy core that thread, just woken, would
     // otherwise wait for this loop's time slice to end (about a millisecond) before sending it.
     // Later tokens go out in bulk when the slice ends, which costs less per token.

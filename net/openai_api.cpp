@@ -213,23 +213,26 @@ caf::behavior openai_listener(caf::stateful_actor<listener_state>* self, openai_
   };
 }
 
-void run(caf::actor_system& sys, exchange_ptr ex, bool chat) {
+void run(caf::actor_system& sys, const std::shared_ptr<const task_directory>& tasks, exchange_ptr ex,
+         bool chat) {
   openai_request req;
   std::string error;
   if (!parse_openai(ex->request().body, chat, req, error))
     return ex->respond(error_response(400, "INVALID_PARAMS", error));
   auto* system = &sys;
-  submit_task(sys, ex, req.spec, [system, ex, req](const submit_reply& r) {
+  submit_task(sys, ex, req.spec, [system, tasks, ex, req](const submit_reply& r) {
     auto listener = system->spawn(openai_listener, req, ex); // it answers from here on
     // A streaming client that goes away cancels its task (frees the engine slot).
     ex->on_close([task = r.task] { caf::anon_send(task, cancel_atom::value); });
-    caf::anon_send(r.task, subscribe_atom::value, listener);
+    if (auto stream = tasks->find(r.task_id).stream)
+      stream->subscribe(listener);
   });
 }
 
 } // namespace
 
-void add_openai_routes(http_router& router, caf::actor_system& sys) {
+void add_openai_routes(http_router& router, caf::actor_system& sys,
+                       std::shared_ptr<const task_directory> tasks) {
   auto* system = &sys;
   router.add("GET", "/v1/models", route_access::token, [system](exchange_ptr ex) {
     ask(*system, current_node_registry(*system), ex,
@@ -251,9 +254,9 @@ void add_openai_routes(http_router& router, caf::actor_system& sys) {
         placement_atom::value);
   });
   router.add("POST", "/v1/completions", route_access::token,
-             [system](exchange_ptr ex) { run(*system, ex, false); });
+             [system, tasks](exchange_ptr ex) { run(*system, tasks, ex, false); });
   router.add("POST", "/v1/chat/completions", route_access::token,
-             [system](exchange_ptr ex) { run(*system, ex, true); });
+             [system, tasks](exchange_ptr ex) { run(*system, tasks, ex, true); });
 }
 
 } // namespace llorch::net

@@ -2,6 +2,7 @@
 
 #include "actors/control/admission_queue.hpp"
 #include "actors/control/task.hpp"
+#include "actors/control/task_directory.hpp"
 #include "net/actor_bridge.hpp"
 #include "net/http_router.hpp"
 #include "net/json_views.hpp"
@@ -22,12 +23,12 @@ std::string new_task_id() {
   return buf;
 }
 
-// Finds the task's actor, then runs `then(task)`; 404 TASK_NOT_FOUND when there is none.
+// Finds the task, then runs `then(entry)`; 404 TASK_NOT_FOUND when there is none.
 template <class F>
 void with_task(const task_directory& tasks, const exchange_ptr& ex, F then) {
   const auto& id = ex->request().params.at("id");
   auto task = tasks.find(id);
-  if (!task)
+  if (!task.task)
     return ex->respond(error_response(404, "TASK_NOT_FOUND", "no task '" + id + "'"));
   then(task);
 }
@@ -78,21 +79,25 @@ void add_task_routes(http_router& router, caf::actor_system& sys,
   });
 
   router.add("GET", "/v2/tasks/{id}", route_access::token, [system, tasks](exchange_ptr ex) {
-    with_task(*tasks, ex, [system, ex](const caf::actor& task) {
-      ask(*system, task, ex, [ex](const std::string& view) { ex->respond(json_response(200, view)); },
+    with_task(*tasks, ex, [system, ex](const task_directory::entry& task) {
+      ask(*system, task.task, ex, [ex](const std::string& view) { ex->respond(json_response(200, view)); },
           caf::get_atom::value);
     });
   });
 
   router.add("GET", "/v2/tasks/{id}/events", route_access::token, [tasks](exchange_ptr ex) {
-    with_task(*tasks, ex, [ex](const caf::actor& task) {
-      caf::anon_send(task, subscribe_atom::value, ex);
+    // Through the task actor, although the stream could take the client here: the actor's worker
+    // thread is then awake when the first token arrives soon after. Subscribed in this thread,
+    // the added time to first token was 0.3-0.6 ms longer at p50 (a sleeping thread on this VM
+    // takes that long to wake).
+    with_task(*tasks, ex, [ex](const task_directory::entry& task) {
+      caf::anon_send(task.task, subscribe_atom::value, ex);
     });
   });
 
   router.add("POST", "/v2/tasks/{id}/cancel", route_access::token, [system, tasks](exchange_ptr ex) {
-    with_task(*tasks, ex, [system, ex](const caf::actor& task) {
-      ask(*system, task, ex,
+    with_task(*tasks, ex, [system, ex](const task_directory::entry& task) {
+      ask(*system, task.task, ex,
           [ex](bool) {
             http_response r;
             r.status = 204;

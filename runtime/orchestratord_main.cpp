@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
   net::http_router router;
   net::add_control_routes(router, sys, metrics, std::chrono::steady_clock::now());
   net::add_task_routes(router, sys, adm.directory);
-  net::add_openai_routes(router, sys);
+  net::add_openai_routes(router, sys, adm.directory);
   auto hopts = net::http_options_from(cfg.http_listen, cfg.http_body_limit, cfg.auth,
                                       "orchestratord");
   hopts.on_auth_failure = [metrics](const net::http_request& req, std::string_view) {

@@ -260,7 +260,7 @@ submit_reply admit(admission_actor* self, task_spec spec) {
   s.tasks[id] = {spec, actor, {}};
   s.by_name[spec.task_id] = id;
   s.by_actor[actor.address()] = id;
-  s.settings.directory->add(spec.task_id, id, actor);
+  s.settings.directory->add(spec.task_id, id, actor, ts.stream);
   submit_reply r;
   r.task = actor;
   r.task_id = spec.task_id;
@@ -278,7 +278,7 @@ caf::behavior admission_queue(admission_actor* self, admission_settings settings
   st.settings = settings;
   st.metrics = std::move(metrics);
   st.queue = std::make_unique<admission_queue_core>(settings.capacity);
-  st.stream_router = spawn_stream_router(self, st.settings.directory);
+  st.stream_router = spawn_stream_router(self, st.settings.directory, st.metrics);
   set_depth(st);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& s = self->state;

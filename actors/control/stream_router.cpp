@@ -3,27 +3,45 @@
 #include "actors/control/task.hpp"
 #include "actors/control/task_directory.hpp"
 #include "engines/engine_protocol.hpp"
+#include "runtime/metrics.hpp"
+
+#include <caf/all.hpp>
 
 namespace llorch {
 namespace {
 
-caf::behavior stream_router(caf::event_based_actor* self, std::shared_ptr<const task_directory> tasks) {
+caf::behavior stream_router(caf::event_based_actor* self, std::shared_ptr<const task_directory> tasks,
+                            std::shared_ptr<metrics::registry> metrics) {
+  auto& first_token = metrics
+                        ->histogram_family("orchd_task_first_token_seconds",
+                                           "From admission to the first token", {},
+                                           {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                            2.5, 5, 10})
+                        .with({});
   return {
-    [self, tasks](engine::engine_token& tok) {
-      if (auto task = tasks->find(engine_id_of(tok.task_id)))
-        self->send(task, std::move(tok));
+    [tasks, metrics, &first_token](const engine::engine_token& tok) {
+      auto task = tasks->find(engine_id_of(tok.task_id));
+      if (task.stream
+          && task.stream->token(tok.task_id, tok.index, tok.token_id, tok.piece)
+               == task_stream::accepted::first)
+        first_token.observe(task.stream->since_submitted());
     },
     [self, tasks](engine::engine_done& done) {
-      if (auto task = tasks->find(engine_id_of(done.task_id)))
-        self->send(task, std::move(done));
+      auto task = tasks->find(engine_id_of(done.task_id));
+      if (!task.task)
+        return;
+      if (done.reason != "error")
+        task.stream->end(done.task_id, done.reason);
+      self->send(task.task, std::move(done));
     },
   };
 }
 
 } // namespace
 
-caf::actor spawn_stream_router(caf::local_actor* parent, std::shared_ptr<const task_directory> tasks) {
-  return parent->spawn<caf::linked>(stream_router, std::move(tasks));
+caf::actor spawn_stream_router(caf::local_actor* parent, std::shared_ptr<const task_directory> tasks,
+                               std::shared_ptr<metrics::registry> metrics) {
+  return parent->spawn<caf::linked>(stream_router, std::move(tasks), std::move(metrics));
 }
 
 } // namespace llorch

@@ -1,29 +1,29 @@
 #pragma once
-// task: one actor per task. Owns the task's state and its event log (started, token with its
-// index, then exactly one terminal event), feeds every SSE subscriber (a late one replays the log
-// from index 0), handles cancel, and when its node or engine fails it asks admission to place it
-// again and resumes from prompt + the tokens already produced, so the client's stream is the one
-// it would have been without the fault.
+// task: one actor per task. Places and re-places its task: when its node or engine fails it asks
+// admission to place it again and resumes from prompt + the tokens already produced, so the
+// client's stream is the one it would have been without the fault. Its event log and subscribers
+// are in its task_stream, which the stream router feeds with tokens and normal ends directly;
+// the actor appends `started`, cancels and errors, and settles an ended task (metrics, admission).
 //
 // Messages:
 //   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
-//   engine_token, engine_done     from the engine through the stream router, or an engine_done
-//                                 from the node (the stream failed there)
-//   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client
-//   (subscribe_atom, caf::actor)  an in-process listener: gets (task_event_atom, name, data_json)
-//                                 for every event, the log first
+//   engine_done                   from the stream router (after it ended the stream, unless the
+//                                 attempt failed), or from the node (the stream failed there)
+//   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client, for the task's stream
 //   (cancel_atom)                 -> bool (false: the task had already ended)
 //   (caf::get_atom)               -> std::string (the task as JSON, CONTRACT GET /v2/tasks/{id})
 //   (fail_atom, code, message)    from admission: it could not be placed before its deadline
+#include "actors/control/task_stream.hpp"
 #include "runtime/messages.hpp"
 
 #include <memory>
 
-namespace llorch::net {
-class http_exchange;
-}
 namespace llorch::metrics {
 class registry;
+}
+
+namespace llorch::net {
+class http_exchange;
 }
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<llorch::net::http_exchange>)
@@ -34,7 +34,8 @@ struct task_settings {
   task_spec spec;
   std::uint64_t engine_id = 0; // the id admission knows the task by
   caf::actor admission;
-  caf::actor stream_router;    // where engines send the task's stream (none: to the task itself)
+  caf::actor stream_router;    // where engines send the task's stream
+  std::shared_ptr<task_stream> stream = std::make_shared<task_stream>();
   std::int64_t queue_position = 0;
 };
 

@@ -3,41 +3,78 @@
 #include "actors/control/task.hpp"
 #include "actors/control/task_directory.hpp"
 #include "engines/engine_protocol.hpp"
+#include "runtime/metrics.hpp"
 
 #include <caf/all.hpp>
 #include <catch2/catch.hpp>
 
 using namespace llorch;
 
-TEST_CASE("stream router: a stream's tokens and end reach its task; other streams' are dropped") {
+namespace {
+
+// The events a listener of a stream got within the timeout, as "name data".
+std::vector<std::string> events(caf::scoped_actor& listener, std::size_t n) {
+  std::vector<std::string> got;
+  for (std::size_t i = 0; i < n; ++i)
+    listener->receive(
+      [&](task_event_atom, const std::string& name, const std::string& data) {
+        got.push_back(name + " " + data);
+      },
+      caf::after(std::chrono::seconds(5)) >> [&] { got.push_back("timeout"); });
+  return got;
+}
+
+} // namespace
+
+TEST_CASE("stream router: tokens go into their task's stream, ends into it and on to the task") {
   caf::actor_system_config cfg;
+  cfg.add_message_types<caf::id_block::llorch>();
   cfg.add_message_types<caf::id_block::llorch_engine>();
   caf::actor_system sys{cfg};
   caf::scoped_actor task{sys};
+  caf::scoped_actor listener{sys};
+  auto metrics = std::make_shared<metrics::registry>();
   auto tasks = std::make_shared<task_directory>();
-  tasks->add("t-7", 7, caf::actor_cast<caf::actor>(task));
-  auto router = spawn_stream_router(task.ptr(), tasks);
+  auto stream = std::make_shared<task_stream>();
+  stream->expect(stream_id(7, 2));
+  stream->subscribe(caf::actor_cast<caf::actor>(listener));
+  tasks->add("t-7", 7, caf::actor_cast<caf::actor>(task), stream);
+  auto router = spawn_stream_router(task.ptr(), tasks, metrics);
 
   caf::anon_send(router, engine::engine_token{stream_id(8, 0), 0, 5, "gone"}); // no such task
-  caf::anon_send(router, engine::engine_token{stream_id(7, 2), 3, 42, "hi"});
-  caf::anon_send(router, engine::engine_done{stream_id(7, 2), "length", 4, {}, {}});
-  std::vector<std::string> got;
-  for (int i = 0; i < 2; ++i)
-    task->receive(
-      [&](const engine::engine_token& t) {
-        CHECK(t.task_id == stream_id(7, 2));
-        got.push_back("token " + std::to_string(t.index) + " " + t.piece);
-      },
-      [&](const engine::engine_done& d) { got.push_back("done " + d.reason); },
-      caf::after(std::chrono::seconds(5)) >> [&] { got.push_back("timeout"); });
-  CHECK(got == std::vector<std::string>{"token 3 hi", "done length"});
-  CHECK(engine_id_of(stream_id(7, 2)) == 7);
+  caf::anon_send(router, engine::engine_token{stream_id(7, 1), 0, 6, "old"});  // earlier attempt
+  caf::anon_send(router, engine::engine_token{stream_id(7, 2), 0, 42, "hi"});
+  caf::anon_send(router, engine::engine_token{stream_id(7, 2), 0, 42, "hi"});  // duplicate
+  caf::anon_send(router, engine::engine_done{stream_id(7, 2), "length", 1, {}, {}});
+  auto got = events(listener, 2);
+  REQUIRE(got.size() == 2);
+  CHECK(got[0] == R"(token {"t":"hi","i":0})");
+  CHECK(got[1].rfind(R"(end {"tokens_out":1,)", 0) == 0);
+  CHECK(got[1].find(R"("finish_reason":"length")") != std::string::npos);
+  CHECK(stream->token_ids() == std::vector<std::int32_t>{42});
+  CHECK(stream->outcome() == "completed");
+  std::string done;
+  task->receive([&](const engine::engine_done& d) { done = d.reason; },
+                caf::after(std::chrono::seconds(5)) >> [] {});
+  CHECK(done == "length");
+  auto exposition = metrics->expose();
+  CHECK(exposition.find("orchd_task_first_token_seconds_count 1") != std::string::npos);
+
+  // A failed attempt goes to the task actor (it fails the task over) and leaves the stream open.
+  auto other = std::make_shared<task_stream>();
+  other->expect(stream_id(9, 0));
+  tasks->add("t-9", 9, caf::actor_cast<caf::actor>(task), other);
+  caf::anon_send(router, engine::engine_done{stream_id(9, 0), "error", 0, "engine died", {}});
+  task->receive([&](const engine::engine_done& d) { done = d.reason; },
+                caf::after(std::chrono::seconds(5)) >> [&] { done = "timeout"; });
+  CHECK(done == "error");
+  CHECK(other->outcome().empty());
 
   // A task that is gone (admission removed it) gets nothing, and the router keeps going.
-  tasks->remove("t-7", 7);
-  caf::anon_send(router, engine::engine_token{stream_id(7, 2), 4, 43, "late"});
+  tasks->remove("t-9", 9);
+  caf::anon_send(router, engine::engine_done{stream_id(9, 0), "length", 0, {}, {}});
   bool late = false;
-  task->receive([&](const engine::engine_token&) { late = true; },
+  task->receive([&](const engine::engine_done&) { late = true; },
                 caf::after(std::chrono::milliseconds(200)) >> [] {});
   CHECK_FALSE(late);
 }
