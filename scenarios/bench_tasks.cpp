@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <string>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -31,6 +32,14 @@ using namespace llorch;
 using clk = std::chrono::steady_clock;
 
 namespace {
+
+// User and system CPU time of this process so far, in microseconds.
+double process_cpu_us() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return 1e6 * static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec)
+         + static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 double ms(clk::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -306,6 +315,7 @@ int load(const std::string& host, int port, int seconds, int clients, const std:
       return 1;
     }
   auto t0 = clk::now();
+  const auto cpu0_us = process_cpu_us();
   const auto stop = t0 + std::chrono::seconds(seconds);
   std::vector<epoll_event> events(cs.size());
   while (clk::now() < stop) {
@@ -361,12 +371,13 @@ int load(const std::string& host, int port, int seconds, int clients, const std:
     }
   }
   auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+  auto cpu_us = process_cpu_us() - cpu0_us;
   for (std::size_t i = 0; i < cs.size(); ++i)
     reconnect(i);
   close(ep);
-  std::printf("mode=%s clients=%d tasks=%ld failed=%ld tasks_s=%.1f\n",
+  std::printf("mode=%s clients=%d tasks=%ld failed=%ld tasks_s=%.1f client_cpu_us_per_task=%.1f\n",
               completions ? "load-completions" : "load", clients, done, failed,
-              static_cast<double>(done) / secs);
+              static_cast<double>(done) / secs, cpu_us / static_cast<double>(std::max(done, 1L)));
   return 0;
 }
 

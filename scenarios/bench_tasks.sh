@@ -4,7 +4,10 @@
 # orchestratord (the same request each way in turn), one stream at a time and 8 at once (the
 # pool's slots; one way then the other), and
 # sustained tasks/s (max_tokens 1) with 64 concurrent clients, each task a POST /v2/tasks and a
-# GET of its events, then each task one POST /v1/completions.
+# GET of its events, then each task one POST /v1/completions. During the first load it takes each
+# process's CPU time per task (the client's own, the daemons' from /proc), and what that cost
+# allows on this machine's cores; the engine alone, sent max_tokens 1 over 8 streams, is the
+# baseline of what the machine does with no control plane.
 # Usage: scenarios/bench_tasks.sh [REQUESTS=200] [MAX_TOKENS=64] [LOAD_SECONDS=10] [CLIENTS=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +54,18 @@ paired=$($bin/llorch-bench-tasks paired "${endpoint%:*}" "${endpoint##*:}" "$req
   $token tiny "${http%:*}" "${http##*:}")
 direct8=$($bin/llorch-bench-tasks direct-streams "${endpoint%:*}" "${endpoint##*:}" "$requests" "$max_tokens" 8)
 orch8=$($bin/llorch-bench-tasks orch-streams "${http%:*}" "${http##*:}" "$requests" "$max_tokens" $token tiny 8)
+# CPU time of each daemon during the load, from /proc (utime + stime, in clock ticks)
+engine_pid=$(pgrep -P "${pids[1]}" llorch-engine | head -1)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A cpu0
+for p in "${pids[0]}" "${pids[1]}" "$engine_pid"; do cpu0[$p]=$(cpu_ticks "$p"); done
 load=$($bin/llorch-bench-tasks load "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
+tasks=$(echo "$load" | grep -oE 'tasks=[0-9]+' | cut -d= -f2)
+us_per_task() { echo "scale=0; ($(cpu_ticks "$1") - ${cpu0[$1]}) * 1000000 / $(getconf CLK_TCK) / $tasks" | bc; }
+orch_us=$(us_per_task "${pids[0]}"); node_us=$(us_per_task "${pids[1]}"); engine_us=$(us_per_task "$engine_pid")
+# The engine alone, max_tokens 1 over 8 streams with no control plane: what it does per second
+# with the machine to itself (tokens/s is tasks/s here).
+engine_alone=$($bin/llorch-bench-tasks direct-streams "${endpoint%:*}" "${endpoint##*:}" $((seconds * 1000)) 1 8)
 completions=$($bin/llorch-bench-tasks load-completions "${http%:*}" "${http##*:}" "$seconds" "$clients" $token tiny)
 get() { echo "$1" | grep -oE "(^| )$2=[^ ]*" | cut -d= -f2; }
 d50=$(get "$paired" direct_ttft_p50_ms); d99=$(get "$paired" direct_ttft_p99_ms); dtok=$(get "$paired" direct_tok_s)
@@ -71,5 +85,11 @@ printf '%-44s %12s %12s\n' "tokens/s of 8 concurrent streams" "$d8" "$o8"
 printf '%-44s %12s %12s\n' "share of the engine's tokens/s, 8 streams" "" "$(echo "scale=1; 100 * $o8 / $d8" | bc) %"
 printf '%-44s %12s %12s %12s\n' "tasks/s, max_tokens 1, $clients clients" "" "$(get "$load" tasks_s)" ">= 5000"
 printf '%-44s %12s %12s\n' "failed tasks during the load" "" "$(get "$load" failed)"
+client_us=$(get "$load" client_cpu_us_per_task); client_us=${client_us%.*}
+sum_us=$((client_us + orch_us + node_us + engine_us))
+printf '%-44s %12s %12s\n' "  CPU per task (us): client, orchd" "" "$client_us, $orch_us"
+printf '%-44s %12s %12s\n' "  CPU per task (us): pool-managerd, engine" "" "$node_us, $engine_us"
+printf '%-44s %12s %12s\n' "  at that cost, $(nproc) cores allow (tasks/s)" "" "$((1000000 * $(nproc) / sum_us))"
+printf '%-44s %12s %12s\n' "engine alone, max_tokens 1, 8 streams" "$(get "$engine_alone" tok_s)" ""
 printf '%-44s %12s %12s\n' "the same, each task one POST /v1/completions" "" "$(get "$completions" tasks_s)"
 printf '%-44s %12s %12s\n' "failed tasks during that load" "" "$(get "$completions" failed)"
