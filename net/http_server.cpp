@@ -18,10 +18,13 @@
 #include <cstdio>
 #include <deque>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
+
+#include <sys/socket.h>
 
 namespace llorch::net {
 
@@ -104,6 +107,13 @@ bool reserved_header(std::string_view lower_name) {
          lower_name == "content-type" || lower_name == "server";
 }
 
+// One chunk of a chunked body.
+std::string chunk_frame(const std::string& chunk) {
+  char size[24];
+  std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
+  return size + chunk + "\r\n";
+}
+
 } // namespace
 
 struct server_state;
@@ -115,6 +125,23 @@ class connection : public std::enable_shared_from_this<connection> {
   void close();
   bool gone() const { return gone_.load(); }
   asio::any_io_executor executor() { return socket_.get_executor(); }
+
+  // From any thread, under the gate: the bytes of exchange `seq`'s stream leave at once, from the
+  // calling thread, when nothing else is queued or being written for this socket (a streamed
+  // token then skips a wake-up of the HTTP thread); what the socket does not take at once is
+  // queued on the strand, in order, and so is the end of the exchange when `last`. False when
+  // the bytes must go through the strand (the caller posts them as usual).
+  bool write_now(std::uint64_t seq, const std::string& bytes, bool last);
+  // Every handler the exchange's link posts is counted: bytes written at once must not overtake
+  // one of them.
+  void count_post() {
+    std::lock_guard<std::mutex> lock(direct_mutex_);
+    ++posts_pending_;
+  }
+  void uncount_post() {
+    std::lock_guard<std::mutex> lock(direct_mutex_);
+    --posts_pending_;
+  }
 
   // Called on the strand through the exchange's link; `seq` names the exchange.
   void on_send(std::uint64_t seq, http_response r);
@@ -145,6 +172,11 @@ class connection : public std::enable_shared_from_this<connection> {
   void linger();
   void drain();
   void end_exchange(std::shared_ptr<http_exchange> ex);
+  void after_write_now(std::uint64_t seq, std::string rest, bool last);
+  void set_direct(std::uint64_t seq) {
+    std::lock_guard<std::mutex> lock(direct_mutex_);
+    direct_seq_ = seq;
+  }
   bool current(std::uint64_t seq) const { return !closed_ && exchange_ && seq == seq_; }
 
   tcp::socket socket_;
@@ -173,6 +205,10 @@ class connection : public std::enable_shared_from_this<connection> {
   bool close_after_write_ = false;
   bool closed_ = false;
   std::atomic<bool> gone_{false};
+  bool streaming_ = false;  // the current exchange streams chunks
+  std::mutex direct_mutex_;
+  std::uint64_t direct_seq_ = 0;  // the exchange whose stream may be written at once; 0: none
+  int posts_pending_ = 0;
 };
 
 struct server_state {
@@ -211,17 +247,21 @@ class connection_link final : public detail::exchange_link {
     });
   }
   bool stream_chunk(std::string chunk) override {
+    auto frame = chunk_frame(chunk);
     return post([ch = std::move(chunk)](connection& c, std::uint64_t seq) mutable {
       c.on_stream_chunk(seq, std::move(ch));
-    });
+    }, &frame, false);
   }
   bool stream_end() override {
-    return post([](connection& c, std::uint64_t seq) { c.on_stream_end(seq); });
+    static const std::string final_chunk = "0\r\n\r\n";
+    return post([](connection& c, std::uint64_t seq) { c.on_stream_end(seq); }, &final_chunk, true);
   }
 
  private:
+  // Posts f to the connection's strand, or writes a stream's bytes (`now`: a framed chunk, or the
+  // final chunk when `last`) at once when the connection allows it (connection::write_now).
   template <class F>
-  bool post(F f) {
+  bool post(F f, const std::string* now = nullptr, bool last = false) {
     // Under the gate: while it is open the io_context exists, so even dropping the last
     // reference to the connection here is safe.
     std::lock_guard<std::mutex> lock(gate_->mutex);
@@ -230,8 +270,13 @@ class connection_link final : public detail::exchange_link {
     auto c = conn_.lock();
     if (!c || c->gone())
       return false;
-    asio::post(c->executor(),
-               [c, seq = seq_, f = std::move(f)]() mutable { f(*c, seq); });
+    if (now && c->write_now(seq_, *now, last))
+      return true;
+    c->count_post();
+    asio::post(c->executor(), [c, seq = seq_, f = std::move(f)]() mutable {
+      c->uncount_post();
+      f(*c, seq);
+    });
     return true;
   }
 
@@ -560,6 +605,7 @@ void connection::on_stream_head(std::uint64_t seq, int status, std::string conte
                                [](const auto& h) { return lower(h.first) == "cache-control"; }),
                 headers.end());
   headers.emplace_back("Cache-Control", "no-cache");
+  streaming_ = chunked_;
   if (!chunked_)
     keep_alive_ = false;  // an HTTP/1.0 client: the end of the stream is the end of the connection
   enqueue(head(status, content_type, headers, cid_, keep_alive_, std::nullopt, chunked_));
@@ -574,14 +620,14 @@ void connection::on_stream_chunk(std::uint64_t seq, std::string chunk) {
   }
   if (!chunked_)
     return enqueue(std::move(chunk));
-  char size[24];
-  std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
-  enqueue(size + std::move(chunk) + "\r\n");
+  enqueue(chunk_frame(chunk));
 }
 
 void connection::on_stream_end(std::uint64_t seq) {
   if (!current(seq))
     return;
+  streaming_ = false;
+  set_direct(0);
   exchange_done_after_write_ = true;
   if (chunked_)
     enqueue("0\r\n\r\n");
@@ -589,7 +635,40 @@ void connection::on_stream_end(std::uint64_t seq) {
     finish_exchange();
 }
 
+bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool last) {
+  std::lock_guard<std::mutex> lock(direct_mutex_);
+  if (seq == 0 || direct_seq_ != seq || posts_pending_ != 0)
+    return false;
+  // (close() takes the mutex before it closes the socket, so the descriptor is still this one)
+  const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  if (sent == bytes.size() && !last)
+    return true;
+  // The rest (a full socket buffer, an error the strand will see) and the end go through the strand.
+  direct_seq_ = 0;
+  ++posts_pending_;
+  asio::post(executor(), [self = shared_from_this(), seq, rest = bytes.substr(sent), last]() mutable {
+    self->uncount_post();
+    self->after_write_now(seq, std::move(rest), last);
+  });
+  return true;
+}
+
+void connection::after_write_now(std::uint64_t seq, std::string rest, bool last) {
+  if (!current(seq))
+    return;
+  if (!rest.empty())
+    enqueue(std::move(rest));
+  if (!last)
+    return;
+  streaming_ = false;
+  exchange_done_after_write_ = true;
+  if (!writing_ && !write_posted_ && outbox_.empty())
+    finish_exchange();
+}
+
 void connection::enqueue(std::string bytes) {
+  set_direct(0);
   if (closed_)
     return;
   outbox_bytes_ += bytes.size();
@@ -639,6 +718,8 @@ void connection::on_write(error_code ec) {
   sending_.clear();
   if (!outbox_.empty())
     return do_write();
+  if (streaming_ && !write_posted_ && !close_after_write_ && !exchange_done_after_write_)
+    set_direct(seq_);
   if (close_after_write_)
     return linger();
   if (exchange_done_after_write_)
@@ -646,6 +727,8 @@ void connection::on_write(error_code ec) {
 }
 
 void connection::finish_exchange() {
+  streaming_ = false;
+  set_direct(0);
   exchange_done_after_write_ = false;
   auto ex = std::move(exchange_);
   exchange_.reset();
@@ -713,6 +796,8 @@ void connection::close() {
     return;
   closed_ = true;
   gone_ = true;
+  streaming_ = false;
+  set_direct(0);  // before the socket closes: no other thread writes to it from here on
   error_code ignored;
   read_timer_.cancel();
   write_timer_.cancel();

@@ -606,6 +606,41 @@ TEST_CASE("server: a burst of stream writes from another thread arrives complete
   CHECK(r->body == expected);
 }
 
+TEST_CASE("server: stream writes from another thread to a client that reads late arrive in order, "
+          "and the connection serves the next request") {
+  // Writes from another thread go to the socket at once while it takes them; a client that does
+  // not read fills its buffers, and the rest must queue behind what was written, in order.
+  http_router router;
+  std::thread writer;
+  const std::string piece(4000, 'x');
+  router.add("GET", "/late", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
+    ex->start_stream(200, "text/event-stream");
+    writer = std::thread([ex, &piece] {
+      for (int i = 0; i < 1000; ++i)
+        ex->write(std::to_string(i) + piece + "\n");
+      ex->finish();
+    });
+  });
+  router.add("GET", "/after", route_access::open_read,
+             [](std::shared_ptr<http_exchange> ex) { ex->respond(json_response(200, "{}")); });
+  auto s = start({}, std::move(router));
+  raw_client c(s->port());
+  REQUIRE(c.send(make_request("GET", "/late")));
+  std::this_thread::sleep_for(500ms);
+  auto r = c.read_response(10s);
+  writer.join();
+  REQUIRE(r);
+  std::string expected;
+  for (int i = 0; i < 1000; ++i)
+    expected += std::to_string(i) + piece + "\n";
+  CHECK(r->body.size() == expected.size());
+  CHECK(r->body == expected);
+  REQUIRE(c.send(make_request("GET", "/after")));
+  auto next = c.read_response();
+  REQUIRE(next);
+  CHECK(next->status == 200);
+}
+
 TEST_CASE("server: a client that disconnects closes its exchange") {
   http_router router;
   std::mutex m;
