@@ -132,6 +132,9 @@ class connection : public std::enable_shared_from_this<connection> {
   // queued on the strand, in order, and so is the end of the exchange when `last`. False when
   // the bytes must go through the strand (the caller posts them as usual).
   bool write_now(std::uint64_t seq, const std::string& bytes, bool last);
+  // The same for the answer of exchange `seq` while the connection waits for it with nothing
+  // else to write: from the calling thread; the bookkeeping follows on the strand.
+  bool respond_now(std::uint64_t seq, http_response& r);
   // Every handler the exchange's link posts is counted: bytes written at once must not overtake
   // one of them.
   void count_post() {
@@ -173,9 +176,15 @@ class connection : public std::enable_shared_from_this<connection> {
   void drain();
   void end_exchange(std::shared_ptr<http_exchange> ex);
   void after_write_now(std::uint64_t seq, std::string rest, bool last);
-  void set_direct(std::uint64_t seq) {
+  void after_respond_now(std::uint64_t seq, int status, bool keep, std::string rest);
+  // What another thread may write at once, and for which exchange (0: nothing).
+  enum class direct_kind { stream, answer };
+  void set_direct(std::uint64_t seq, direct_kind kind = direct_kind::stream) {
     std::lock_guard<std::mutex> lock(direct_mutex_);
     direct_seq_ = seq;
+    direct_kind_ = kind;
+    direct_cid_ = cid_;
+    direct_keep_ = keep_alive_;
   }
   bool current(std::uint64_t seq) const { return !closed_ && exchange_ && seq == seq_; }
 
@@ -207,7 +216,10 @@ class connection : public std::enable_shared_from_this<connection> {
   std::atomic<bool> gone_{false};
   bool streaming_ = false;  // the current exchange streams chunks
   std::mutex direct_mutex_;
-  std::uint64_t direct_seq_ = 0;  // the exchange whose stream may be written at once; 0: none
+  std::uint64_t direct_seq_ = 0;  // the exchange whose stream or answer may be written at once
+  direct_kind direct_kind_ = direct_kind::stream;
+  std::string direct_cid_;  // copies for the head of an answer written at once
+  bool direct_keep_ = false;
   int posts_pending_ = 0;
 };
 
@@ -235,9 +247,8 @@ class connection_link final : public detail::exchange_link {
       : gate_(std::move(g)), conn_(std::move(c)), seq_(seq) {}
 
   bool send(http_response r) override {
-    return post([r = std::move(r)](connection& c, std::uint64_t seq) mutable {
-      c.on_send(seq, std::move(r));
-    });
+    return post([r](connection& c, std::uint64_t seq) mutable { c.on_send(seq, std::move(r)); },
+                nullptr, false, &r);
   }
   bool stream_head(int status, std::string content_type,
                    std::vector<std::pair<std::string, std::string>> headers) override {
@@ -259,9 +270,10 @@ class connection_link final : public detail::exchange_link {
 
  private:
   // Posts f to the connection's strand, or writes a stream's bytes (`now`: a framed chunk, or the
-  // final chunk when `last`) at once when the connection allows it (connection::write_now).
+  // final chunk when `last`) or the answer at once when the connection allows it
+  // (connection::write_now, respond_now).
   template <class F>
-  bool post(F f, const std::string* now = nullptr, bool last = false) {
+  bool post(F f, const std::string* now = nullptr, bool last = false, http_response* answer = nullptr) {
     // Under the gate: while it is open the io_context exists, so even dropping the last
     // reference to the connection here is safe.
     std::lock_guard<std::mutex> lock(gate_->mutex);
@@ -270,7 +282,7 @@ class connection_link final : public detail::exchange_link {
     auto c = conn_.lock();
     if (!c || c->gone())
       return false;
-    if (now && c->write_now(seq_, *now, last))
+    if ((now && c->write_now(seq_, *now, last)) || (answer && c->respond_now(seq_, *answer)))
       return true;
     c->count_post();
     asio::post(c->executor(), [c, seq = seq_, f = std::move(f)]() mutable {
@@ -434,6 +446,9 @@ void connection::on_request() {
   });
   auto ex = exchange_;
   dispatch(ex, m);
+  // An answer that comes later from another thread may go out from there.
+  if (exchange_ == ex && !closed_ && !ex->answered() && !writing_ && !write_posted_ && outbox_.empty())
+    set_direct(seq_, direct_kind::answer);
 }
 
 void connection::dispatch(const std::shared_ptr<http_exchange>& ex, const route_match& m) {
@@ -637,7 +652,7 @@ void connection::on_stream_end(std::uint64_t seq) {
 
 bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool last) {
   std::lock_guard<std::mutex> lock(direct_mutex_);
-  if (seq == 0 || direct_seq_ != seq || posts_pending_ != 0)
+  if (seq == 0 || direct_seq_ != seq || direct_kind_ != direct_kind::stream || posts_pending_ != 0)
     return false;
   // (close() takes the mutex before it closes the socket, so the descriptor is still this one)
   const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -652,6 +667,41 @@ bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool las
     self->after_write_now(seq, std::move(rest), last);
   });
   return true;
+}
+
+bool connection::respond_now(std::uint64_t seq, http_response& r) {
+  std::lock_guard<std::mutex> lock(direct_mutex_);
+  if (seq == 0 || direct_seq_ != seq || direct_kind_ != direct_kind::answer || posts_pending_ != 0)
+    return false;
+  const bool no_body = status_without_body(r.status);
+  const bool keep = direct_keep_ && !state_->stopping;
+  auto bytes = head(r.status, r.content_type, r.headers, direct_cid_, keep,
+                    no_body ? std::nullopt : std::optional<std::size_t>(r.body.size()), false);
+  if (!no_body)
+    bytes += r.body;
+  const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  direct_seq_ = 0;
+  ++posts_pending_;
+  asio::post(executor(), [self = shared_from_this(), seq, status = r.status, keep,
+                          rest = bytes.substr(sent)]() mutable {
+    self->uncount_post();
+    self->after_respond_now(seq, status, keep, std::move(rest));
+  });
+  return true;
+}
+
+void connection::after_respond_now(std::uint64_t seq, int status, bool keep, std::string rest) {
+  if (!current(seq))
+    return;
+  handler_timer_.cancel();
+  status_ = status;
+  keep_alive_ = keep;
+  exchange_done_after_write_ = true;
+  if (!rest.empty())
+    enqueue(std::move(rest));
+  else if (!writing_ && !write_posted_ && outbox_.empty())
+    finish_exchange();
 }
 
 void connection::after_write_now(std::uint64_t seq, std::string rest, bool last) {

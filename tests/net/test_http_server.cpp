@@ -491,6 +491,43 @@ TEST_CASE("server: a handler answers later from another thread") {
     w.join();
 }
 
+TEST_CASE("server: answers from another thread keep pipelined requests in order, bodiless ones too") {
+  http_router router;
+  std::vector<std::thread> workers;
+  std::mutex m;
+  router.add("GET", "/later/{n}", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
+    std::lock_guard<std::mutex> lock(m);
+    workers.emplace_back([ex] {
+      std::this_thread::sleep_for(20ms);
+      const auto& n = ex->request().params.at("n");
+      if (n == "none") {
+        http_response r;
+        r.status = 204;
+        r.body = "dropped"; // a 204 has no body, whoever writes it
+        return ex->respond(std::move(r));
+      }
+      ex->respond(json_response(200, "{\"n\":\"" + n + "\"}"));
+    });
+  });
+  auto s = start({}, std::move(router));
+  raw_client c(s->port());
+  REQUIRE(c.send(make_request("GET", "/later/1") + make_request("GET", "/later/none") +
+                 make_request("GET", "/later/3")));
+  auto a = c.read_response();
+  auto b = c.read_response();
+  auto d = c.read_response();
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(d);
+  CHECK(a->body == R"({"n":"1"})");
+  CHECK(b->status == 204);
+  CHECK(b->body.empty());
+  CHECK(d->body == R"({"n":"3"})");
+  std::lock_guard<std::mutex> lock(m);
+  for (auto& w : workers)
+    w.join();
+}
+
 TEST_CASE("server: an unanswered exchange times out with 503 TIMEOUT; a throwing handler gets 500") {
   http_server_options o;
   o.handler_timeout = 200ms;
