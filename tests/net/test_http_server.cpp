@@ -678,6 +678,51 @@ TEST_CASE("server: stream writes from another thread to a client that reads late
   CHECK(next->status == 200);
 }
 
+TEST_CASE("server: a stream started from another thread keeps its framing, for HTTP/1.1 and 1.0") {
+  http_router router;
+  std::vector<std::thread> workers;
+  std::mutex m;
+  router.add("GET", "/later-stream", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
+    std::lock_guard<std::mutex> lock(m);
+    workers.emplace_back([ex] {
+      std::this_thread::sleep_for(20ms);
+      ex->start_stream(200, "text/event-stream", {{"Cache-Control", "max-age=60"}});
+      for (int i = 0; i < 3; ++i)
+        ex->write("data: " + std::to_string(i) + "\n\n");
+      ex->finish();
+    });
+  });
+  router.add("GET", "/after", route_access::open_read,
+             [](std::shared_ptr<http_exchange> ex) { ex->respond(json_response(200, "{}")); });
+  auto s = start({}, std::move(router));
+  {
+    raw_client c(s->port());
+    REQUIRE(c.send(make_request("GET", "/later-stream")));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->header("cache-control") == "no-cache");
+    CHECK(r->header("transfer-encoding") == "chunked");
+    CHECK(r->body == "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    REQUIRE(c.send(make_request("GET", "/after")));
+    auto next = c.read_response();
+    REQUIRE(next);
+    CHECK(next->status == 200);
+  }
+  {
+    raw_client c(s->port()); // HTTP/1.0: no chunks; the stream ends with the connection
+    REQUIRE(c.send("GET /later-stream HTTP/1.0\r\n\r\n"));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->header("transfer-encoding").empty());
+    CHECK(r->body == "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    CHECK(c.wait_closed());
+  }
+  std::lock_guard<std::mutex> lock(m);
+  for (auto& w : workers)
+    w.join();
+}
+
 TEST_CASE("server: a client that disconnects closes its exchange") {
   http_router router;
   std::mutex m;
