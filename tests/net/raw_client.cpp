@@ -59,6 +59,11 @@ void raw_client::close() {
   fd_ = -1;
 }
 
+void raw_client::set_receive_buffer(int bytes) {
+  if (fd_ >= 0)
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
+
 void raw_client::shutdown_write() {
   if (fd_ >= 0)
     ::shutdown(fd_, SHUT_WR);

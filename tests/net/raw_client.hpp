@@ -29,6 +29,8 @@ class raw_client {
   bool send(const std::string& bytes);
   void close();
   void shutdown_write();
+  // A small receive buffer makes a server that writes faster than this client reads queue sooner.
+  void set_receive_buffer(int bytes);
 
   // One response (Content-Length, chunked, or until close); nullopt on timeout or a closed
   // connection before a full response.

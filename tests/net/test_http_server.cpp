@@ -645,15 +645,19 @@ TEST_CASE("server: a burst of stream writes from another thread arrives complete
 
 TEST_CASE("server: stream writes from another thread to a client that reads late arrive in order, "
           "and the connection serves the next request") {
-  // Writes from another thread go to the socket at once while it takes them; a client that does
-  // not read fills its buffers, and the rest must queue behind what was written, in order.
+  // A stream's first chunk from another thread goes to the socket at once, as far as the socket
+  // takes it (6 MB fill the buffers of a client that does not read); the rest of it, and every
+  // later chunk, must queue behind what was written, in order.
   http_router router;
   std::thread writer;
   const std::string piece(4000, 'x');
+  const std::string first(6 << 20, 'f');
   router.add("GET", "/late", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
     ex->start_stream(200, "text/event-stream");
-    writer = std::thread([ex, &piece] {
-      for (int i = 0; i < 1000; ++i)
+    writer = std::thread([ex, &piece, &first] {
+      std::this_thread::sleep_for(50ms); // the head has been written: the stream is idle
+      ex->write(first);
+      for (int i = 0; i < 100; ++i)
         ex->write(std::to_string(i) + piece + "\n");
       ex->finish();
     });
@@ -662,13 +666,14 @@ TEST_CASE("server: stream writes from another thread to a client that reads late
              [](std::shared_ptr<http_exchange> ex) { ex->respond(json_response(200, "{}")); });
   auto s = start({}, std::move(router));
   raw_client c(s->port());
+  c.set_receive_buffer(64 * 1024);
   REQUIRE(c.send(make_request("GET", "/late")));
   std::this_thread::sleep_for(500ms);
   auto r = c.read_response(10s);
   writer.join();
   REQUIRE(r);
-  std::string expected;
-  for (int i = 0; i < 1000; ++i)
+  std::string expected = first;
+  for (int i = 0; i < 100; ++i)
     expected += std::to_string(i) + piece + "\n";
   CHECK(r->body.size() == expected.size());
   CHECK(r->body == expected);
