@@ -1,7 +1,8 @@
 #pragma once
 // Messages between a pool actor (or a task actor) and the engine actor of an llorch-engine
 // replica. A generate request carries the actor that receives the stream: one engine_token per
-// token, in index order, then one engine_done. An observer (the pool that placed the request)
+// token, in index order, then one engine_done; a token that ends the stream travels with the end,
+// as one message (engine_token, engine_done). An observer (the pool that placed the request)
 // gets a copy of the engine_done: it tracks slots without relaying the tokens. Every type has an
 // inspect() and a type ID in the `llorch_engine` block; register it with
 // cfg.add_message_types<caf::id_block::llorch_engine>().

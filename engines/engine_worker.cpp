@@ -12,6 +12,13 @@ void send_done(const caf::actor& reply_to, const caf::actor& observer, engine_do
   if (observer) caf::anon_send(observer, d);
   caf::anon_send(reply_to, std::move(d));
 }
+
+// The same for a stream's last token and its end: one message, so the receiver can write both at
+// once (one message and one write less per stream all the way to the client).
+void send_last(const caf::actor& reply_to, const caf::actor& observer, engine_token t, engine_done d) {
+  if (observer) caf::anon_send(observer, d);
+  caf::anon_send(reply_to, std::move(t), std::move(d));
+}
 } // namespace
 
 engine_worker::engine_worker(std::shared_ptr<const model> m, int threads, int slots, int context,
@@ -70,11 +77,16 @@ void engine_worker::forget(std::uint64_t id) {
   live_.erase(id);
 }
 
-void engine_worker::finish(std::uint64_t id, const std::string& reason, const std::string& error) {
+void engine_worker::finish(std::uint64_t id, const std::string& reason, const std::string& error,
+                           std::optional<engine_token> last) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   stream& s = it->second;
-  send_done(s.reply_to, s.observer, engine_done{id, reason, s.next_index, error, s.text.finish()});
+  engine_done d{id, reason, s.next_index, error, s.text.finish()};
+  if (last)
+    send_last(s.reply_to, s.observer, std::move(*last), std::move(d));
+  else
+    send_done(s.reply_to, s.observer, std::move(d));
   streams_.erase(it);
   forget(id);
 }
@@ -168,17 +180,21 @@ void engine_worker::loop() {
       auto it = streams_.find(e.id);
       if (it == streams_.end()) continue;
       stream& s = it->second;
+      std::optional<engine_token> tok;
       if (e.token >= 0) {
         first_token = first_token || !s.started;
         s.started = true;
         const bool eos = e.finished == finish_reason::eos;
-        const std::string piece = eos ? std::string() : s.text.push(tokenizer_.decode(s.prev, e.token));
-        caf::anon_send(s.reply_to, engine_token{e.id, e.index, e.token, piece});
+        tok = engine_token{e.id, e.index, e.token,
+                           eos ? std::string() : s.text.push(tokenizer_.decode(s.prev, e.token))};
         tokens_total_.fetch_add(1, std::memory_order_relaxed);
         s.prev = e.token;
         s.next_index = e.index + 1;
       }
-      if (e.finished != finish_reason::none) finish(e.id, finish_reason_name(e.finished));
+      if (e.finished != finish_reason::none)
+        finish(e.id, finish_reason_name(e.finished), {}, std::move(tok));
+      else if (tok)
+        caf::anon_send(s.reply_to, std::move(*tok));
     }
     // A first token waits in CAF's network thread; on a busy core that thread, just woken, would
     // otherwise wait for this loop's time slice to end (about a millisecond) before sending it.

@@ -2,13 +2,14 @@
 // The decode loop of a replica on its own thread. The engine actor hands it requests and
 // cancels; it runs continuous batching steps while anything is active and streams every token
 // straight to the request's reply_to actor (one engine_token each, then engine_done, of which
-// the request's observer gets a copy).
+// the request's observer gets a copy; the last token travels with the engine_done).
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -44,7 +45,9 @@ private:
   };
   void loop();
   void start_waiting();
-  void finish(std::uint64_t id, const std::string& reason, const std::string& error = {});
+  // Ends a stream; `last`, its last token, goes with the end.
+  void finish(std::uint64_t id, const std::string& reason, const std::string& error = {},
+              std::optional<engine_token> last = std::nullopt);
   void forget(std::uint64_t id);
 
   std::shared_ptr<const model> model_;

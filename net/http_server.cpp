@@ -263,9 +263,13 @@ class connection_link final : public detail::exchange_link {
       c.on_stream_chunk(seq, std::move(ch));
     }, &frame, false);
   }
-  bool stream_end() override {
-    static const std::string final_chunk = "0\r\n\r\n";
-    return post([](connection& c, std::uint64_t seq) { c.on_stream_end(seq); }, &final_chunk, true);
+  bool stream_end(std::string last_chunk) override {
+    const auto now = (last_chunk.empty() ? std::string() : chunk_frame(last_chunk)) + "0\r\n\r\n";
+    return post([last = std::move(last_chunk)](connection& c, std::uint64_t seq) mutable {
+      if (!last.empty())
+        c.on_stream_chunk(seq, std::move(last));
+      c.on_stream_end(seq);
+    }, &now, true);
   }
 
  private:

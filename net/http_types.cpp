@@ -91,13 +91,13 @@ bool http_exchange::write(std::string chunk) {
   return link_ && link_->stream_chunk(std::move(chunk));
 }
 
-void http_exchange::finish() {
+void http_exchange::finish(std::string last_chunk) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (phase_ != phase::streaming || closed_)
     return;
   phase_ = phase::finished;
   if (link_)
-    link_->stream_end();
+    link_->stream_end(std::move(last_chunk));
 }
 
 void http_exchange::on_close(std::function<void()> callback) {

@@ -54,7 +54,7 @@ class exchange_link {
   virtual bool stream_head(int status, std::string content_type,
                            std::vector<std::pair<std::string, std::string>> headers) = 0;
   virtual bool stream_chunk(std::string chunk) = 0;
-  virtual bool stream_end() = 0;
+  virtual bool stream_end(std::string last_chunk) = 0;
 };
 } // namespace detail
 
@@ -75,7 +75,8 @@ class http_exchange {
   bool start_stream(int status, std::string content_type,
                     std::vector<std::pair<std::string, std::string>> headers = {});
   bool write(std::string chunk);
-  void finish();
+  // Ends the stream; `last_chunk`, when given, is written together with the end.
+  void finish(std::string last_chunk = {});
 
   // Called once when the exchange ends: the response or the stream's end was handed to the
   // connection, the client disconnected, or the server stopped. Registered after that point:

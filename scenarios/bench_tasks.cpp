@@ -232,6 +232,12 @@ sse_result direct_task(caf::scoped_actor& self, const caf::actor& engine, const 
       [&](const engine::engine_done& d) {
         done = true;
         r.ok = d.reason != "error";
+      },
+      [&](const engine::engine_token&, const engine::engine_done& d) { // the last token, with the end
+        if (r.tokens++ == 0)
+          r.ttft_ms = ms(clk::now() - t0);
+        done = true;
+        r.ok = d.reason != "error";
       });
   r.total_ms = ms(clk::now() - t0);
   return r;
@@ -258,6 +264,12 @@ int direct_streams(caf::actor_system& sys, const caf::actor& engine, const std::
   while (finished < n)
     self->receive([&](const engine::engine_token&) { ++tokens; },
                   [&](const engine::engine_done&) {
+                    ++finished;
+                    if (sent < n)
+                      submit();
+                  },
+                  [&](const engine::engine_token&, const engine::engine_done&) {
+                    ++tokens;
                     ++finished;
                     if (sent < n)
                       submit();

@@ -26,6 +26,16 @@ caf::behavior stream_router(caf::event_based_actor* self, std::shared_ptr<const 
                == task_stream::accepted::first)
         first_token.observe(task.stream->since_submitted());
     },
+    [self, tasks, &first_token](const engine::engine_token& tok, engine::engine_done& done) {
+      // a stream's last token with its end (a token never comes with an error)
+      auto task = tasks->find(engine_id_of(done.task_id));
+      if (!task.task)
+        return;
+      if (task.stream->last_token(tok.task_id, tok.index, tok.token_id, tok.piece, done.reason)
+          == task_stream::accepted::first)
+        first_token.observe(task.stream->since_submitted());
+      self->send(task.task, std::move(done));
+    },
     [self, tasks](engine::engine_done& done) {
       auto task = tasks->find(engine_id_of(done.task_id));
       if (!task.task)

@@ -33,14 +33,26 @@ void task_stream::expect(std::uint64_t stream_id) {
   stream_id_ = stream_id;
 }
 
+std::optional<task_stream::event> task_stream::take_token(std::uint64_t stream_id, std::uint64_t index,
+                                                          std::int32_t token_id, const std::string& piece) {
+  if (!outcome_.empty() || stream_id != stream_id_ || index != token_ids_.size())
+    return std::nullopt;
+  token_ids_.push_back(token_id);
+  return event{"token", json::serialize(json::object{{"t", piece}, {"i", index}})};
+}
+
+task_stream::accepted task_stream::taken() const {
+  return token_ids_.size() == 1 ? accepted::first : accepted::later;
+}
+
 task_stream::accepted task_stream::token(std::uint64_t stream_id, std::uint64_t index,
                                          std::int32_t token_id, const std::string& piece) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!outcome_.empty() || stream_id != stream_id_ || index != token_ids_.size())
+  auto e = take_token(stream_id, index, token_id, piece);
+  if (!e)
     return accepted::no;
-  token_ids_.push_back(token_id);
-  emit({"token", json::serialize(json::object{{"t", piece}, {"i", index}})});
-  return token_ids_.size() == 1 ? accepted::first : accepted::later;
+  emit(std::move(*e));
+  return taken();
 }
 
 void task_stream::start(std::string data) {
@@ -51,42 +63,70 @@ void task_stream::start(std::string data) {
   emit({"started", std::move(data)});
 }
 
+task_stream::event task_stream::end_event(const std::string& reason) const {
+  auto decode_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - started_at_)
+                     .count();
+  return {"end", json::serialize(json::object{
+                   {"tokens_out", token_ids_.size()},
+                   {"decode_ms", decode_ms},
+                   {"finish_reason", reason == "context" ? "length" : reason}})};
+}
+
 bool task_stream::end(std::uint64_t stream_id, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stream_id != stream_id_)
     return false;
-  auto decode_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::steady_clock::now() - started_at_)
-                     .count();
-  return finish_locked(reason == "cancelled" ? "cancelled" : "completed",
-                       {"end", json::serialize(json::object{
-                                 {"tokens_out", token_ids_.size()},
-                                 {"decode_ms", decode_ms},
-                                 {"finish_reason", reason == "context" ? "length" : reason}})});
+  return finish_locked(reason == "cancelled" ? "cancelled" : "completed", {end_event(reason)});
+}
+
+task_stream::accepted task_stream::last_token(std::uint64_t stream_id, std::uint64_t index,
+                                              std::int32_t token_id, const std::string& piece,
+                                              const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stream_id != stream_id_ || !outcome_.empty())
+    return accepted::no;
+  std::vector<event> events;
+  auto a = accepted::no;
+  if (auto e = take_token(stream_id, index, token_id, piece)) {
+    events.push_back(std::move(*e));
+    a = taken();
+  }
+  events.push_back(end_event(reason));
+  finish_locked(reason == "cancelled" ? "cancelled" : "completed", std::move(events));
+  return a;
 }
 
 bool task_stream::cancel() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return finish_locked("cancelled", {"end", json::serialize(json::object{
-                                              {"tokens_out", token_ids_.size()},
-                                              {"decode_ms", 0},
-                                              {"finish_reason", "cancelled"}})});
+  return finish_locked("cancelled", {{"end", json::serialize(json::object{
+                                               {"tokens_out", token_ids_.size()},
+                                               {"decode_ms", 0},
+                                               {"finish_reason", "cancelled"}})}});
 }
 
 bool task_stream::finish(std::string state, std::string name, std::string data) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return finish_locked(std::move(state), {std::move(name), std::move(data)});
+  return finish_locked(std::move(state), {{std::move(name), std::move(data)}});
 }
 
-bool task_stream::finish_locked(std::string state, event e) {
+bool task_stream::finish_locked(std::string state, std::vector<event> events) {
   if (!outcome_.empty())
     return false;
   outcome_ = std::move(state);
-  emit(std::move(e));
+  // the last events leave with the stream's end, in one write
+  std::string frames;
+  for (auto& e : events)
+    frames += sse_frame(e.name, e.data);
   for (auto& ex : subscribers_)
-    ex->finish();
+    ex->finish(frames);
+  for (auto& l : listeners_)
+    for (auto& e : events)
+      caf::anon_send(l, task_event_atom::value, e.name, e.data);
   subscribers_.clear();
   listeners_.clear();
+  for (auto& e : events)
+    log_.push_back(std::move(e));
   return true;
 }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ public:
   // The terminal `end` of the current attempt (finish_reason from the engine's reason); false
   // when the task already ended or the attempt is not the current one.
   bool end(std::uint64_t stream_id, const std::string& reason);
+  // A token that ends the stream (taken as by token()), then the end as by end(): both leave in
+  // one write.
+  accepted last_token(std::uint64_t stream_id, std::uint64_t index, std::int32_t token_id,
+                      const std::string& piece, const std::string& reason);
   // The terminal `end` of a cancel (finish_reason cancelled); false when the task already ended.
   bool cancel();
   // Any other terminal event (an error); false when the task already ended.
@@ -61,8 +66,13 @@ private:
     std::string name;
     std::string data; // JSON
   };
-  void emit(event e); // under the mutex
-  bool finish_locked(std::string state, event e);
+  // under the mutex:
+  void emit(event e);
+  bool finish_locked(std::string state, std::vector<event> events);
+  std::optional<event> take_token(std::uint64_t stream_id, std::uint64_t index, std::int32_t token_id,
+                                  const std::string& piece);
+  accepted taken() const;
+  event end_event(const std::string& reason) const;
 
   mutable std::mutex mutex_;
   std::vector<event> log_;

@@ -60,6 +60,19 @@ TEST_CASE("stream router: tokens go into their task's stream, ends into it and o
   auto exposition = metrics->expose();
   CHECK(exposition.find("orchd_task_first_token_seconds_count 1") != std::string::npos);
 
+  // A stream's last token with its end, as one message: both into the stream, the end on.
+  auto last = std::make_shared<task_stream>();
+  last->expect(stream_id(5, 0));
+  tasks->add("t-5", 5, caf::actor_cast<caf::actor>(task), last);
+  caf::anon_send(router, engine::engine_token{stream_id(5, 0), 0, 77, "z"},
+                 engine::engine_done{stream_id(5, 0), "stop", 1, {}, {}});
+  task->receive([&](const engine::engine_done& d) { done = d.reason; },
+                caf::after(std::chrono::seconds(5)) >> [&] { done = "timeout"; });
+  CHECK(done == "stop");
+  CHECK(last->token_ids() == std::vector<std::int32_t>{77});
+  CHECK(last->outcome() == "completed");
+  CHECK(metrics->expose().find("orchd_task_first_token_seconds_count 2") != std::string::npos);
+
   // A failed attempt goes to the task actor (it fails the task over) and leaves the stream open.
   auto other = std::make_shared<task_stream>();
   other->expect(stream_id(9, 0));

@@ -24,7 +24,8 @@ struct recording_link final : net::detail::exchange_link {
     body += chunk;
     return true;
   }
-  bool stream_end() override {
+  bool stream_end(std::string last) override {
+    body += last;
     ended = true;
     return true;
   }
@@ -106,4 +107,29 @@ TEST_CASE("task stream: a cancel racing with tokens is followed by none of them"
       ++written;
     CHECK(c.link->body.find("\"tokens_out\":" + std::to_string(written) + ",") != std::string::npos);
   }
+}
+
+TEST_CASE("task stream: a last token and the end leave in one write, and count as one end") {
+  task_stream s;
+  s.expect(stream_id(4, 0));
+  client c;
+  s.subscribe(c.ex);
+  CHECK(s.last_token(stream_id(4, 1), 0, 9, "x", "length") == task_stream::accepted::no); // old attempt
+  CHECK(s.outcome().empty());
+  CHECK(s.last_token(stream_id(4, 0), 0, 9, "x", "stop") == task_stream::accepted::first);
+  CHECK(s.outcome() == "completed");
+  CHECK(c.link->ended);
+  CHECK(c.link->body.find("event: token\ndata: {\"t\":\"x\",\"i\":0}\n\nevent: end\ndata: {\"tokens_out\":1,")
+        != std::string::npos);
+  CHECK(s.token_ids() == std::vector<std::int32_t>{9});
+  CHECK(s.last_token(stream_id(4, 0), 1, 10, "y", "length") == task_stream::accepted::no);
+  CHECK_FALSE(s.end(stream_id(4, 0), "length"));
+
+  // a duplicate last token (its index was already taken) still ends the stream
+  task_stream d;
+  d.expect(7);
+  CHECK(d.token(7, 0, 1, "a") == task_stream::accepted::first);
+  CHECK(d.last_token(7, 0, 1, "a", "length") == task_stream::accepted::no);
+  CHECK(d.outcome() == "completed");
+  CHECK(d.token_ids().size() == 1);
 }

@@ -52,6 +52,7 @@ struct collected {
   std::vector<std::uint64_t> indices;
   std::string text;
   engine_done done;
+  int ends_with_token = 0; // 1 when the last token came with the end, as one message
 };
 
 collected collect(caf::scoped_actor& self, std::uint64_t task, int limit_tokens = -1,
@@ -71,6 +72,16 @@ collected collect(caf::scoped_actor& self, std::uint64_t task, int limit_tokens 
           REQUIRE(d.task_id == task);
           c.done = d;
           c.text += d.tail;
+          finished = true;
+        },
+        [&](const engine_token& t, const engine_done& d) { // the last token with the end
+          REQUIRE(t.task_id == task);
+          REQUIRE(d.task_id == task);
+          c.ids.push_back(t.token_id);
+          c.indices.push_back(t.index);
+          c.text += t.piece + d.tail;
+          c.done = d;
+          ++c.ends_with_token;
           finished = true;
         },
         caf::after(std::chrono::seconds(20)) >> [&] { FAIL("no message from the engine for 20 s"); });
@@ -106,6 +117,7 @@ TEST_CASE("the engine actor streams the single-stream tokens, one message per in
   for (std::size_t i = 0; i < c.indices.size(); ++i) CHECK(c.indices[i] == i);
   CHECK(c.done.reason == "length");
   CHECK(c.done.next_index == 25);
+  CHECK(c.ends_with_token == 1);
   CHECK(utf8_valid(c.text));
 
   // resumption: prompt + the first 10 tokens, first_index 10, continues identically
@@ -148,6 +160,7 @@ TEST_CASE("cancel ends the stream at the next step and frees the slot") {
   self->send(engine, request(1, "hello", 120, caf::actor_cast<caf::actor>(self)));
   const auto c = collect(self, 1, 3, [&] { self->send(engine, engine_cancel{1}); });
   CHECK(c.done.reason == "cancelled");
+  CHECK(c.ends_with_token == 0); // a cancel ends the stream between tokens
   CHECK(c.ids.size() >= 3);
   CHECK(c.ids.size() < 120);
   CHECK(c.done.next_index == c.ids.size());

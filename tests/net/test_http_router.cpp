@@ -31,8 +31,8 @@ struct recording_link : detail::exchange_link {
     events.push_back("chunk " + chunk);
     return accept;
   }
-  bool stream_end() override {
-    events.push_back("end");
+  bool stream_end(std::string last) override {
+    events.push_back(last.empty() ? "end" : "end " + last);
     return accept;
   }
 };
