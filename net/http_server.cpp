@@ -135,16 +135,10 @@ class connection : public std::enable_shared_from_this<connection> {
   // The same for the answer of exchange `seq` while the connection waits for it with nothing
   // else to write: from the calling thread; the bookkeeping follows on the strand.
   bool respond_now(std::uint64_t seq, http_response& r);
-  // Every handler the exchange's link posts is counted: bytes written at once must not overtake
-  // one of them.
-  void count_post() {
-    std::lock_guard<std::mutex> lock(direct_mutex_);
-    ++posts_pending_;
-  }
-  void uncount_post() {
-    std::lock_guard<std::mutex> lock(direct_mutex_);
-    --posts_pending_;
-  }
+  // Every handler the exchange's link posts is counted until it has run (and queued its bytes):
+  // bytes written at once must not overtake one of them.
+  void count_post() { posts_pending_.fetch_add(1); }
+  void uncount_post() { posts_pending_.fetch_sub(1); }
 
   // Called on the strand through the exchange's link; `seq` names the exchange.
   void on_send(std::uint64_t seq, http_response r);
@@ -180,7 +174,10 @@ class connection : public std::enable_shared_from_this<connection> {
   // What another thread may write at once, and for which exchange (0: nothing).
   enum class direct_kind { stream, answer };
   void set_direct(std::uint64_t seq, direct_kind kind = direct_kind::stream) {
-    std::lock_guard<std::mutex> lock(direct_mutex_);
+    // Nothing to change, and no one writing at once (a writer needs direct_seq_ set): no lock.
+    if (seq == 0 && direct_seq_.load() == 0)
+      return;
+    std::lock_guard<std::mutex> lock(direct_mutex_); // (waits for a write at once in progress)
     direct_seq_ = seq;
     direct_kind_ = kind;
     direct_cid_ = cid_;
@@ -216,11 +213,12 @@ class connection : public std::enable_shared_from_this<connection> {
   std::atomic<bool> gone_{false};
   bool streaming_ = false;  // the current exchange streams chunks
   std::mutex direct_mutex_;
-  std::uint64_t direct_seq_ = 0;  // the exchange whose stream or answer may be written at once
+  std::atomic<std::uint64_t> direct_seq_{0};  // the exchange whose stream or answer may be
+                                               // written at once; set under direct_mutex_
   direct_kind direct_kind_ = direct_kind::stream;
   std::string direct_cid_;  // copies for the head of an answer written at once
   bool direct_keep_ = false;
-  int posts_pending_ = 0;
+  std::atomic<int> posts_pending_{0};
 };
 
 struct server_state {
@@ -290,8 +288,8 @@ class connection_link final : public detail::exchange_link {
       return true;
     c->count_post();
     asio::post(c->executor(), [c, seq = seq_, f = std::move(f)]() mutable {
-      c->uncount_post();
       f(*c, seq);
+      c->uncount_post();
     });
     return true;
   }
@@ -665,7 +663,7 @@ bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool las
     return true;
   // The rest (a full socket buffer, an error the strand will see) and the end go through the strand.
   direct_seq_ = 0;
-  ++posts_pending_;
+  posts_pending_.fetch_add(1);
   asio::post(executor(), [self = shared_from_this(), seq, rest = bytes.substr(sent), last]() mutable {
     self->uncount_post();
     self->after_write_now(seq, std::move(rest), last);
@@ -686,7 +684,7 @@ bool connection::respond_now(std::uint64_t seq, http_response& r) {
   const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
   direct_seq_ = 0;
-  ++posts_pending_;
+  posts_pending_.fetch_add(1);
   asio::post(executor(), [self = shared_from_this(), seq, status = r.status, keep,
                           rest = bytes.substr(sent)]() mutable {
     self->uncount_post();
