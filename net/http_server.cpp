@@ -126,11 +126,13 @@ class connection : public std::enable_shared_from_this<connection> {
   bool gone() const { return gone_.load(); }
   asio::any_io_executor executor() { return socket_.get_executor(); }
 
-  // From any thread, under the gate: the bytes of exchange `seq`'s stream leave at once, from the
-  // calling thread, when nothing else is queued or being written for this socket (a streamed
-  // token then skips a wake-up of the HTTP thread); what the socket does not take at once is
-  // queued on the strand, in order, and so is the end of the exchange when `last`. False when
-  // the bytes must go through the strand (the caller posts them as usual).
+  // From any thread, under the gate: the first chunk of exchange `seq`'s stream, and its end
+  // (`last`, with its last chunk), leave at once from the calling thread when nothing else is
+  // queued or being written for this socket: a task's first token, and a short task's token with
+  // its end, then skip a wake-up of the HTTP thread. The chunks between go through the strand,
+  // where those that queue up leave in one write (writing each at once cost streams throughput).
+  // What the socket does not take at once is queued on the strand, in order, and so is the end
+  // of the exchange. False when the bytes must go through the strand (the caller posts them).
   bool write_now(std::uint64_t seq, const std::string& bytes, bool last);
   // The same for the answer of exchange `seq` while the connection waits for it with nothing
   // else to write: from the calling thread; the bookkeeping follows on the strand.
@@ -219,6 +221,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::string direct_cid_;  // copies for the head of an answer written at once
   bool direct_keep_ = false;
   std::atomic<int> posts_pending_{0};
+  std::uint64_t first_chunk_done_ = 0;  // the exchange whose first chunk was written at once
 };
 
 struct server_state {
@@ -654,8 +657,11 @@ void connection::on_stream_end(std::uint64_t seq) {
 
 bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool last) {
   std::lock_guard<std::mutex> lock(direct_mutex_);
-  if (seq == 0 || direct_seq_ != seq || direct_kind_ != direct_kind::stream || posts_pending_ != 0)
+  if (seq == 0 || direct_seq_ != seq || direct_kind_ != direct_kind::stream || posts_pending_ != 0
+      || (!last && first_chunk_done_ == seq))
     return false;
+  if (!last)
+    first_chunk_done_ = seq;
   // (close() takes the mutex before it closes the socket, so the descriptor is still this one)
   const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
