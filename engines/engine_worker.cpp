@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include <sys/prctl.h>
+#include <time.h>
+
 namespace llorch::engine {
 
 namespace {
@@ -25,7 +28,11 @@ engine_worker::engine_worker(std::shared_ptr<const model> m, int threads, int sl
                              std::string model_id)
     : model_(m), tokenizer_(m->vocab), decoder_(m, threads, slots, context),
       model_id_(std::move(model_id)), free_slots_(decoder_.slots()) {
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    // the pause after a first token (loop) is 1 us, not the default 50 us of timer slack
+    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0);
+    loop();
+  });
 }
 
 engine_worker::~engine_worker() {
@@ -198,8 +205,13 @@ void engine_worker::loop() {
     }
     // A first token waits in CAF's network thread; on a busy core that thread, just woken, would
     // otherwise wait for this loop's time slice to end (about a millisecond) before sending it.
-    // Later tokens go out in bulk when the slice ends, which costs less per token.
-    if (first_token) std::this_thread::yield();
+    // Later tokens go out in bulk when the slice ends, which costs less per token. A short sleep
+    // gives the core up for sure; a yield did not always (measured from the engine's first token
+    // to orchestratord's stream router: p90 1.7 - 1.9 ms with the yield, 0.8 - 1.2 with the sleep).
+    if (first_token) {
+      const timespec pause{0, 1000};
+      nanosleep(&pause, nullptr);
+    }
   }
   // shutting down: every open stream ends with an error the task actor can resume from
   std::vector<std::uint64_t> open;
