@@ -27,6 +27,28 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Threads that handlers start to answer later, from outside the server; join() (or the end of
+// the test) waits for them.
+class later_threads {
+ public:
+  template <class F>
+  void run(F f) {
+    std::lock_guard<std::mutex> lock(m_);
+    threads_.emplace_back(std::move(f));
+  }
+  void join() {
+    std::lock_guard<std::mutex> lock(m_);
+    for (auto& t : threads_)
+      if (t.joinable())
+        t.join();
+  }
+  ~later_threads() { join(); }
+
+ private:
+  std::mutex m_;
+  std::vector<std::thread> threads_;
+};
+
 std::unique_ptr<http_server> start(http_server_options o, http_router r) {
   std::string error;
   auto s = http_server::start(std::move(o), std::move(r), error);
@@ -398,11 +420,9 @@ TEST_CASE("server: keep-alive, pipelining and Connection: close") {
 
 TEST_CASE("server: a request sent while the previous one is still being handled waits its turn") {
   http_router router;
-  std::mutex m;
-  std::vector<std::thread> workers;
+  later_threads workers;
   router.add("GET", "/slow/{n}", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
-    std::lock_guard<std::mutex> lock(m);
-    workers.emplace_back([ex] {
+    workers.run([ex] {
       std::this_thread::sleep_for(100ms);
       ex->respond(json_response(200, "{\"n\":" + json_quote(ex->request().params.at("n")) + "}"));
     });
@@ -423,9 +443,7 @@ TEST_CASE("server: a request sent while the previous one is still being handled 
   auto d = c.read_response();
   REQUIRE(d);
   CHECK(d->body == R"({"n":"3"})");
-  std::lock_guard<std::mutex> lock(m);
-  for (auto& w : workers)
-    w.join();
+  workers.join();
 }
 
 TEST_CASE("server: correlation ids are echoed when sane and generated otherwise") {
@@ -460,11 +478,9 @@ TEST_CASE("server: correlation ids are echoed when sane and generated otherwise"
 
 TEST_CASE("server: a handler answers later from another thread") {
   http_router router;
-  std::vector<std::thread> workers;
-  std::mutex m;
+  later_threads workers;
   router.add("GET", "/slow", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
-    std::lock_guard<std::mutex> lock(m);
-    workers.emplace_back([ex] {
+    workers.run([ex] {
       std::this_thread::sleep_for(150ms);
       http_response r = json_response(202, "{\"late\":true}");
       r.headers.emplace_back("X-Extra", "yes");
@@ -486,18 +502,14 @@ TEST_CASE("server: a handler answers later from another thread") {
   // The connection keeps working after an asynchronous answer.
   REQUIRE(c.send(make_request("GET", "/slow")));
   CHECK(c.read_response());
-  std::lock_guard<std::mutex> lock(m);
-  for (auto& w : workers)
-    w.join();
+  workers.join();
 }
 
 TEST_CASE("server: answers from another thread keep pipelined requests in order, bodiless ones too") {
   http_router router;
-  std::vector<std::thread> workers;
-  std::mutex m;
+  later_threads workers;
   router.add("GET", "/later/{n}", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
-    std::lock_guard<std::mutex> lock(m);
-    workers.emplace_back([ex] {
+    workers.run([ex] {
       std::this_thread::sleep_for(20ms);
       const auto& n = ex->request().params.at("n");
       if (n == "none") {
@@ -523,9 +535,7 @@ TEST_CASE("server: answers from another thread keep pipelined requests in order,
   CHECK(b->status == 204);
   CHECK(b->body.empty());
   CHECK(d->body == R"({"n":"3"})");
-  std::lock_guard<std::mutex> lock(m);
-  for (auto& w : workers)
-    w.join();
+  workers.join();
 }
 
 TEST_CASE("server: an unanswered exchange times out with 503 TIMEOUT; a throwing handler gets 500") {
@@ -685,11 +695,9 @@ TEST_CASE("server: stream writes from another thread to a client that reads late
 
 TEST_CASE("server: a stream started from another thread keeps its framing, for HTTP/1.1 and 1.0") {
   http_router router;
-  std::vector<std::thread> workers;
-  std::mutex m;
+  later_threads workers;
   router.add("GET", "/later-stream", route_access::open_read, [&](std::shared_ptr<http_exchange> ex) {
-    std::lock_guard<std::mutex> lock(m);
-    workers.emplace_back([ex] {
+    workers.run([ex] {
       std::this_thread::sleep_for(20ms);
       ex->start_stream(200, "text/event-stream", {{"Cache-Control", "max-age=60"}});
       for (int i = 0; i < 3; ++i)
@@ -723,9 +731,7 @@ TEST_CASE("server: a stream started from another thread keeps its framing, for H
     CHECK(r->body == "data: 0\n\ndata: 1\n\ndata: 2\n\n");
     CHECK(c.wait_closed());
   }
-  std::lock_guard<std::mutex> lock(m);
-  for (auto& w : workers)
-    w.join();
+  workers.join();
 }
 
 TEST_CASE("server: a client that disconnects closes its exchange") {
