@@ -173,6 +173,23 @@ class connection : public std::enable_shared_from_this<connection> {
   void end_exchange(std::shared_ptr<http_exchange> ex);
   void after_write_now(std::uint64_t seq, std::string rest, bool last);
   void after_respond_now(std::uint64_t seq, int status, bool keep, std::string rest);
+  // Under direct_mutex_: sends what the socket takes of `bytes` now, and returns how much.
+  std::size_t send_now_locked(const std::string& bytes) {
+    // (close() takes the mutex before it closes the socket, so the descriptor is still this one)
+    const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
+  // Under direct_mutex_: the strand takes over after a write at once (then(*this) runs there),
+  // and nothing more is written at once until it has.
+  template <class F>
+  void hand_to_strand_locked(F then) {
+    direct_seq_ = 0;
+    posts_pending_.fetch_add(1);
+    asio::post(executor(), [self = shared_from_this(), then = std::move(then)]() mutable {
+      self->uncount_post();
+      then(*self);
+    });
+  }
   // What another thread may write at once, and for which exchange (0: nothing).
   enum class direct_kind { stream, answer };
   void set_direct(std::uint64_t seq, direct_kind kind = direct_kind::stream) {
@@ -662,17 +679,12 @@ bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool las
     return false;
   if (!last)
     first_chunk_done_ = seq;
-  // (close() takes the mutex before it closes the socket, so the descriptor is still this one)
-  const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  const auto sent = send_now_locked(bytes);
   if (sent == bytes.size() && !last)
     return true;
   // The rest (a full socket buffer, an error the strand will see) and the end go through the strand.
-  direct_seq_ = 0;
-  posts_pending_.fetch_add(1);
-  asio::post(executor(), [self = shared_from_this(), seq, rest = bytes.substr(sent), last]() mutable {
-    self->uncount_post();
-    self->after_write_now(seq, std::move(rest), last);
+  hand_to_strand_locked([seq, rest = bytes.substr(sent), last](connection& c) mutable {
+    c.after_write_now(seq, std::move(rest), last);
   });
   return true;
 }
@@ -687,14 +699,9 @@ bool connection::respond_now(std::uint64_t seq, http_response& r) {
                     no_body ? std::nullopt : std::optional<std::size_t>(r.body.size()), false);
   if (!no_body)
     bytes += r.body;
-  const auto n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
-  direct_seq_ = 0;
-  posts_pending_.fetch_add(1);
-  asio::post(executor(), [self = shared_from_this(), seq, status = r.status, keep,
-                          rest = bytes.substr(sent)]() mutable {
-    self->uncount_post();
-    self->after_respond_now(seq, status, keep, std::move(rest));
+  const auto sent = send_now_locked(bytes);
+  hand_to_strand_locked([seq, status = r.status, keep, rest = bytes.substr(sent)](connection& c) mutable {
+    c.after_respond_now(seq, status, keep, std::move(rest));
   });
   return true;
 }
