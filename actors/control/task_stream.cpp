@@ -16,6 +16,11 @@ std::string sse_frame(const std::string& name, const std::string& data) {
   return "event: " + name + "\ndata: " + data + "\n\n";
 }
 
+// The task's outcome when its engine ends the stream for `reason`.
+std::string outcome_of(const std::string& reason) {
+  return reason == "cancelled" ? "cancelled" : "completed";
+}
+
 } // namespace
 
 void task_stream::emit(event e) {
@@ -77,7 +82,7 @@ bool task_stream::end(std::uint64_t stream_id, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stream_id != stream_id_)
     return false;
-  return finish_locked(reason == "cancelled" ? "cancelled" : "completed", {end_event(reason)});
+  return finish_locked(outcome_of(reason), {end_event(reason)});
 }
 
 task_stream::accepted task_stream::last_token(std::uint64_t stream_id, std::uint64_t index,
@@ -93,7 +98,7 @@ task_stream::accepted task_stream::last_token(std::uint64_t stream_id, std::uint
     a = taken();
   }
   events.push_back(end_event(reason));
-  finish_locked(reason == "cancelled" ? "cancelled" : "completed", std::move(events));
+  finish_locked(outcome_of(reason), std::move(events));
   return a;
 }
 
