@@ -133,7 +133,7 @@ class connection : public std::enable_shared_from_this<connection> {
   // where those that queue up leave in one write (writing each at once cost streams throughput).
   // What the socket does not take at once is queued on the strand, in order, and so is the end
   // of the exchange. False when the bytes must go through the strand (the caller posts them).
-  bool write_now(std::uint64_t seq, const std::string& bytes, bool last);
+  bool write_now(std::uint64_t seq, const std::string& chunk, bool last);
   // The same for the answer of exchange `seq` while the connection waits for it with nothing
   // else to write: from the calling thread; the bookkeeping follows on the strand.
   bool respond_now(std::uint64_t seq, http_response& r);
@@ -265,37 +265,41 @@ class connection_link final : public detail::exchange_link {
       : gate_(std::move(g)), conn_(std::move(c)), seq_(seq) {}
 
   bool send(http_response r) override {
-    return post([r](connection& c, std::uint64_t seq) mutable { c.on_send(seq, std::move(r)); },
-                nullptr, false, &r);
+    return write_or_post([&](connection& c) { return c.respond_now(seq_, r); }, [&] {
+      return [r = std::move(r)](connection& c, std::uint64_t seq) mutable { c.on_send(seq, std::move(r)); };
+    });
   }
   bool stream_head(int status, std::string content_type,
                    std::vector<std::pair<std::string, std::string>> headers) override {
-    return post([status, ct = std::move(content_type), h = std::move(headers)](
-                    connection& c, std::uint64_t seq) mutable {
-      c.on_stream_head(seq, status, std::move(ct), std::move(h));
+    return write_or_post([](connection&) { return false; }, [&] {
+      return [status, ct = std::move(content_type), h = std::move(headers)](
+                 connection& c, std::uint64_t seq) mutable {
+        c.on_stream_head(seq, status, std::move(ct), std::move(h));
+      };
     });
   }
   bool stream_chunk(std::string chunk) override {
-    auto frame = chunk_frame(chunk);
-    return post([ch = std::move(chunk)](connection& c, std::uint64_t seq) mutable {
-      c.on_stream_chunk(seq, std::move(ch));
-    }, &frame, false);
+    return write_or_post([&](connection& c) { return c.write_now(seq_, chunk, false); }, [&] {
+      return [ch = std::move(chunk)](connection& c, std::uint64_t seq) mutable {
+        c.on_stream_chunk(seq, std::move(ch));
+      };
+    });
   }
   bool stream_end(std::string last_chunk) override {
-    const auto now = (last_chunk.empty() ? std::string() : chunk_frame(last_chunk)) + "0\r\n\r\n";
-    return post([last = std::move(last_chunk)](connection& c, std::uint64_t seq) mutable {
-      if (!last.empty())
-        c.on_stream_chunk(seq, std::move(last));
-      c.on_stream_end(seq);
-    }, &now, true);
+    return write_or_post([&](connection& c) { return c.write_now(seq_, last_chunk, true); }, [&] {
+      return [last = std::move(last_chunk)](connection& c, std::uint64_t seq) mutable {
+        if (!last.empty())
+          c.on_stream_chunk(seq, std::move(last));
+        c.on_stream_end(seq);
+      };
+    });
   }
 
  private:
-  // Posts f to the connection's strand, or writes a stream's bytes (`now`: a framed chunk, or the
-  // final chunk when `last`) or the answer at once when the connection allows it
-  // (connection::write_now, respond_now).
-  template <class F>
-  bool post(F f, const std::string* now = nullptr, bool last = false, http_response* answer = nullptr) {
+  // Writes at once when the connection allows it (`now`: connection::write_now, respond_now),
+  // else posts the handler that make() returns to the connection's strand.
+  template <class Now, class Make>
+  bool write_or_post(Now now, Make make) {
     // Under the gate: while it is open the io_context exists, so even dropping the last
     // reference to the connection here is safe.
     std::lock_guard<std::mutex> lock(gate_->mutex);
@@ -304,10 +308,10 @@ class connection_link final : public detail::exchange_link {
     auto c = conn_.lock();
     if (!c || c->gone())
       return false;
-    if ((now && c->write_now(seq_, *now, last)) || (answer && c->respond_now(seq_, *answer)))
+    if (now(*c))
       return true;
     c->count_post();
-    asio::post(c->executor(), [c, seq = seq_, f = std::move(f)]() mutable {
+    asio::post(c->executor(), [c, seq = seq_, f = make()]() mutable {
       f(*c, seq);
       c->uncount_post();
     });
@@ -672,13 +676,14 @@ void connection::on_stream_end(std::uint64_t seq) {
     finish_exchange();
 }
 
-bool connection::write_now(std::uint64_t seq, const std::string& bytes, bool last) {
+bool connection::write_now(std::uint64_t seq, const std::string& chunk, bool last) {
   std::lock_guard<std::mutex> lock(direct_mutex_);
   if (seq == 0 || direct_seq_ != seq || direct_kind_ != direct_kind::stream || posts_pending_ != 0
       || (!last && first_chunk_done_ == seq))
     return false;
   if (!last)
     first_chunk_done_ = seq;
+  const auto bytes = (chunk.empty() ? std::string() : chunk_frame(chunk)) + (last ? "0\r\n\r\n" : "");
   const auto sent = send_now_locked(bytes);
   if (sent == bytes.size() && !last)
     return true;

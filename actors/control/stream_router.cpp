@@ -12,28 +12,29 @@ namespace {
 
 caf::behavior stream_router(caf::event_based_actor* self, std::shared_ptr<const task_directory> tasks,
                             std::shared_ptr<metrics::registry> metrics) {
-  auto& first_token = metrics
-                        ->histogram_family("orchd_task_first_token_seconds",
-                                           "From admission to the first token", {},
-                                           {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                            2.5, 5, 10})
-                        .with({});
+  // From admission to the first token: observed when a stream takes its first token.
+  auto first_token = [metrics, &h = metrics
+                                       ->histogram_family("orchd_task_first_token_seconds",
+                                                          "From admission to the first token", {},
+                                                          {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                           0.25, 0.5, 1, 2.5, 5, 10})
+                                       .with({})](const task_stream& s, task_stream::accepted a) {
+    if (a == task_stream::accepted::first)
+      h.observe(s.since_submitted());
+  };
   return {
-    [tasks, metrics, &first_token](const engine::engine_token& tok) {
+    [tasks, first_token](const engine::engine_token& tok) {
       auto task = tasks->find(engine_id_of(tok.task_id));
-      if (task.stream
-          && task.stream->token(tok.task_id, tok.index, tok.token_id, tok.piece)
-               == task_stream::accepted::first)
-        first_token.observe(task.stream->since_submitted());
+      if (task.stream)
+        first_token(*task.stream, task.stream->token(tok.task_id, tok.index, tok.token_id, tok.piece));
     },
-    [self, tasks, &first_token](const engine::engine_token& tok, engine::engine_done& done) {
+    [self, tasks, first_token](const engine::engine_token& tok, engine::engine_done& done) {
       // a stream's last token with its end (a token never comes with an error)
       auto task = tasks->find(engine_id_of(done.task_id));
       if (!task.task)
         return;
-      if (task.stream->last_token(tok.task_id, tok.index, tok.token_id, tok.piece, done.reason)
-          == task_stream::accepted::first)
-        first_token.observe(task.stream->since_submitted());
+      first_token(*task.stream, task.stream->last_token(tok.task_id, tok.index, tok.token_id,
+                                                         tok.piece, done.reason));
       self->send(task.task, std::move(done));
     },
     [self, tasks](engine::engine_done& done) {

@@ -24,7 +24,6 @@ struct task_state {
   bool ended = false; // the bookkeeping of the end is done
   int failovers = 0;
   std::uint64_t stream_id = 0; // of the current attempt
-  std::chrono::steady_clock::time_point submitted = std::chrono::steady_clock::now();
 };
 
 using task_actor = caf::stateful_actor<task_state>;
@@ -44,8 +43,7 @@ void settle(task_actor* self) {
     ->histogram_family("orchd_task_duration_seconds", "From admission to the terminal event", {},
                        {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300})
     .with({})
-    .observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - st.submitted)
-               .count());
+    .observe(st.settings.stream->since_submitted());
   if (st.agent)
     self->demonitor(st.agent);
   self->send(st.settings.admission, release_atom::value, st.settings.engine_id);
@@ -76,7 +74,7 @@ void fail_over(task_actor* self, const std::string& why) {
   log::warn("task_failed_over", {{"task_id", st.settings.spec.task_id},
                                  {"node_id", st.node_id},
                                  {"pool_id", st.pool_id},
-                                 {"tokens_so_far", st.settings.stream->token_ids().size()},
+                                 {"tokens_so_far", st.settings.stream->tokens()},
                                  {"reason", why}});
   if (st.agent)
     self->demonitor(st.agent);
@@ -94,7 +92,7 @@ std::string view(const task_state& st) {
     {"model", spec.model},
     {"pool_id", st.pool_id.empty() ? json::value(nullptr) : json::value(st.pool_id)},
     {"node_id", st.node_id.empty() ? json::value(nullptr) : json::value(st.node_id)},
-    {"tokens_out", st.settings.stream->token_ids().size()},
+    {"tokens_out", st.settings.stream->tokens()},
     {"max_tokens", spec.max_tokens},
     {"priority", spec.interactive ? "interactive" : "batch"},
     {"failovers", st.failovers}});

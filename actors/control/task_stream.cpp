@@ -163,6 +163,11 @@ std::vector<std::int32_t> task_stream::token_ids() const {
   return token_ids_;
 }
 
+std::size_t task_stream::tokens() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return token_ids_.size();
+}
+
 std::string task_stream::outcome() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return outcome_;

@@ -56,6 +56,7 @@ public:
   void subscribe(caf::actor listener);
 
   std::vector<std::int32_t> token_ids() const;
+  std::size_t tokens() const;
   // "completed", "cancelled" or "failed" once ended; empty before.
   std::string outcome() const;
   // Seconds since the stream was made, on admission.
