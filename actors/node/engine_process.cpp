@@ -53,8 +53,14 @@ std::unique_ptr<engine_process> engine_process::start(const std::vector<std::str
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Nor our descriptors past stderr: Asio's sockets are not close-on-exec, and an engine holding
+  // the node's HTTP listener would keep its port bound after pool-managerd is gone.
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addclosefrom_np(&files, 3);
   pid_t pid = 0;
-  auto rc = posix_spawn(&pid, cargv[0], nullptr, &attr, cargv.data(), environ);
+  auto rc = posix_spawn(&pid, cargv[0], &files, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&files);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     error = "cannot start " + argv[0] + ": " + std::strerror(rc);

@@ -55,6 +55,24 @@ def test_preloaded_pool_becomes_ready_through_its_handoff_file(cluster, tiny_mod
         assert event in node.read_log()
 
 
+def open_files(pid, first_fd=0):
+    """The sockets and pipes a process holds from fd `first_fd` on, as 'socket:[inode]'."""
+    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")
+             if int(fd) >= first_fd)
+    return {link for link in links if link.startswith(("socket:", "pipe:"))}
+
+
+def test_engine_holds_none_of_the_nodes_sockets(cluster, tiny_model):
+    # Inherited descriptors would keep the node's HTTP port bound by its engines after the node
+    # died, and its connections open.
+    cluster.start_orchestratord()
+    node = start_pool_node(cluster, tiny_model)
+    assert wait_until(lambda: status(node).get("ready"), 10) is not None
+    http("GET", node.url + "/pools/pool-0/status")  # an HTTP connection of the node's is open
+    shared = open_files(status(node)["pid"], first_fd=3) & open_files(node.proc.pid)
+    assert not shared
+
+
 def test_idle_engine_keeps_its_link_past_the_dead_after_timeout(cluster, tiny_model):
     # the engine heartbeats at the node's keepalive: an idle one is not taken for dead
     cluster.start_orchestratord()
