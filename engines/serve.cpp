@@ -1,5 +1,7 @@
 #include "engines/serve.hpp"
 
+#include "engines/orchestrator_link.hpp"
+
 #include <boost/json.hpp>
 #include <caf/io/all.hpp>
 
@@ -171,6 +173,11 @@ status run_serve(const serve_options& o) {
   }
   std::fprintf(stderr, "llorch-engine: ready endpoint=%s handoff=%s slots=%d ctx=%d\n", h.endpoint.c_str(),
                path.c_str(), o.slots, context);
+  caf::actor link;
+  std::string link_host;
+  std::uint16_t link_port = 0;
+  if (split_host_port(o.orchestrator, link_host, link_port))
+    link = spawn_orchestrator_link(sys, link_host, link_port);
 
   // Wait for SIGTERM/SIGINT; also stop when the parent (the pool-managerd that started us) is
   // gone, so a killed node daemon does not leave orphaned replicas holding memory.
@@ -184,6 +191,8 @@ status run_serve(const serve_options& o) {
   }
   ::unlink(path.c_str());
   caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  if (link)
+    caf::anon_send_exit(link, caf::exit_reason::user_shutdown);
   worker.reset();
   std::fprintf(stderr, "llorch-engine: stopped (%s), handoff file removed\n", why.c_str());
   return done{};

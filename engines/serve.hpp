@@ -24,6 +24,9 @@ struct serve_options {
   // CAF heartbeat towards the pool-managerd that started it: its link times out an idle engine
   // that sends nothing for its cluster.dead_after_ms
   int keepalive_ms = 1000;
+  // orchestratord's cluster port ("host:port"): the engine links to it so that its tokens skip
+  // the node's network thread (orchestrator_link.hpp); empty: tokens go through the node
+  std::string orchestrator;
 };
 
 struct handoff_info {

@@ -17,6 +17,7 @@
 #include "engines/bench.hpp"
 #include "engines/kernels.hpp"
 #include "engines/model.hpp"
+#include "engines/orchestrator_link.hpp"
 #include "engines/serve.hpp"
 #include "engines/test_model.hpp"
 #include "engines/tokenizer.hpp"
@@ -42,10 +43,11 @@ const char* usage =
     "      decode throughput against the measured memory-bandwidth limit (best of N rounds)\n"
     "  serve --model PATH [--tokenizer PATH] [--model-id ID] --handoff-dir DIR --pool-id ID\n"
     "        [--replica-id ID] [--slots N] [--ctx N] [--threads N] [--device-mask MASK]\n"
-    "        [--keepalive-ms N]\n"
+    "        [--keepalive-ms N] [--orchestrator HOST:PORT]\n"
     "      the replica process: publishes the engine actor on 127.0.0.1 (port 0), writes\n"
     "      DIR/<pool-id>-<replica-id>.json when ready, removes it and exits 0 on SIGTERM;\n"
-    "      sends a CAF heartbeat every N ms (default 1000) so its pool's link stays up\n"
+    "      sends a CAF heartbeat every N ms (default 1000) so its pool's link stays up;\n"
+    "      with --orchestrator, links to orchestratord's cluster port so that tokens skip the node\n"
     "  --help, --version\n";
 
 int die(const std::string& msg) {
@@ -233,7 +235,7 @@ int cmd_bench(int argc, char** argv) {
 int cmd_serve(int argc, char** argv) {
   auto a = parse(argc, argv, 2,
                  {"--model", "--tokenizer", "--model-id", "--handoff-dir", "--pool-id", "--replica-id",
-                  "--slots", "--ctx", "--threads", "--device-mask", "--keepalive-ms"},
+                  "--slots", "--ctx", "--threads", "--device-mask", "--keepalive-ms", "--orchestrator"},
                  {});
   if (!a.error.empty()) return die(a.error);
   for (const char* k : {"--model", "--handoff-dir", "--pool-id"})
@@ -257,6 +259,11 @@ int cmd_serve(int argc, char** argv) {
   if (a.has("--keepalive-ms") && !to_long(a.get("--keepalive-ms"), 10, 600000, keepalive))
     return die("--keepalive-ms must be an integer from 10 to 600000");
   o.keepalive_ms = static_cast<int>(keepalive);
+  o.orchestrator = a.get("--orchestrator");
+  std::string host;
+  std::uint16_t port = 0;
+  if (a.has("--orchestrator") && !eng::split_host_port(o.orchestrator, host, port))
+    return die("--orchestrator must be HOST:PORT or [IPV6]:PORT with a port from 1 to 65535");
   // the handoff watcher accepts ids of 1 to 64 characters from [A-Za-z0-9._-]
   for (const std::string* id : {&o.pool_id, &o.replica_id}) {
     const bool ok = !id->empty() && id->size() <= 64 && (*id)[0] != '.' &&

@@ -156,6 +156,9 @@ int main(int argc, char** argv) {
     ps.handoff_dir = cfg.handoff_dir;
     ps.engine_binary = engine_binary;
     ps.engine_keepalive_ms = cfg.orchestrator.keepalive_ms;
+    // The engine speaks no TLS: with TLS its tokens stay on the node's (encrypted) link.
+    if (!copts.tls)
+      ps.orchestrator = cfg.orchestrator.listen_or_connect.to_string();
     ps.restart = limits;
     ps.wedged_after = std::chrono::milliseconds(cfg.restart.wedged_after_ms);
     pool_children.push_back({p.id, [ps, metrics](caf::local_actor* sup) {

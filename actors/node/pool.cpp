@@ -90,6 +90,10 @@ void start_engine(pool_actor* self) {
                                 "--pool-id", s.pool.id, "--replica-id", s.replica_id,
                                 "--slots", std::to_string(s.pool.slots),
                                 "--keepalive-ms", std::to_string(s.engine_keepalive_ms)};
+  if (!s.orchestrator.empty()) {
+    argv.push_back("--orchestrator");
+    argv.push_back(s.orchestrator);
+  }
   if (s.pool.threads > 0) {
     argv.push_back("--threads");
     argv.push_back(std::to_string(s.pool.threads));

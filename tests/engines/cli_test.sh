@@ -26,20 +26,29 @@ done < "$golden/tiny_llama2c_seed1.txt"
 grep -q '^tok_per_s=[0-9.]* read_gb_per_s=[0-9.]* bytes_per_step=[0-9]* limit_tok_per_s=[0-9.]* share=[0-9.]*$' "$dir/bench.txt"
 # failures: non-zero exit, exactly one line on stderr
 for args in "generate --model $dir/none.bin --prompt x --max-tokens 1" "generate --model $dir/tiny/model.bin" \
-            "make-test-model --shape huge --format gguf --out $dir/x.gguf" "bench --model" "frobnicate"; do
+            "make-test-model --shape huge --format gguf --out $dir/x.gguf" "bench --model" "frobnicate" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator nohost" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator h:0" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator h:70000" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator ::1:7070" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator :7070"; do
   if "$bin" $args >/dev/null 2>"$dir/err"; then echo "expected failure: $args"; exit 1; fi
   [ "$(wc -l < "$dir/err")" -eq 1 ] || { echo "expected one error line for: $args"; cat "$dir/err"; exit 1; }
 done
-# serve: handoff file when ready, removed on SIGTERM with exit 0
+# serve: handoff file when ready, removed on SIGTERM with exit 0; an orchestratord it cannot
+# link to (nothing listens on port 1) is said once and does not stop it
 hand="$dir/handoff"; rm -rf "$hand"; mkdir -p "$hand"
 "$bin" serve --model "$dir/tiny/model.bin" --handoff-dir "$hand" --pool-id pool-t --replica-id 2 --slots 2 \
-  --threads 1 2>"$dir/serve.log" &
+  --threads 1 --orchestrator 127.0.0.1:1 2>"$dir/serve.log" &
 pid=$!
 i=0
 while [ ! -f "$hand/pool-t-2.json" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 [ -f "$hand/pool-t-2.json" ] || { echo "no handoff file"; cat "$dir/serve.log"; kill $pid; exit 1; }
 grep -q '"endpoint":"127.0.0.1:' "$hand/pool-t-2.json"
 grep -q "\"pid\":$pid" "$hand/pool-t-2.json"
+i=0
+while ! grep -q 'no link to orchestratord at 127.0.0.1:1' "$dir/serve.log" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+grep -q 'no link to orchestratord at 127.0.0.1:1' "$dir/serve.log" || { echo "no link failure line"; cat "$dir/serve.log"; exit 1; }
 kill -TERM $pid
 rc=0; wait $pid || rc=$?
 [ $rc -eq 0 ] || { echo "serve exited $rc on SIGTERM"; exit 1; }

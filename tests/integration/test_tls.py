@@ -1,8 +1,11 @@
 """Mutual TLS on the cluster port, with certificates made here by openssl."""
+import json
+import os
 import subprocess
 import time
 
-from cluster import wait_until
+from cluster import BIN, http, wait_until
+from test_tasks import engine_text, events, text_of
 
 
 def openssl(*args, cwd):
@@ -55,3 +58,29 @@ def test_tls_cluster_admits_only_nodes_with_a_cluster_ca_certificate(cluster, tm
     rogue.stop()
     plain.stop()
     assert wait_until(lambda: cluster.online("gpu-node-1"), 5) is not None
+
+
+def test_tasks_stream_over_a_tls_cluster_through_the_node(cluster, tmp_path):
+    # The engine speaks no TLS: it gets no link of its own to orchestratord, and its tokens take
+    # the node's encrypted link.
+    d = tmp_path / "pki"
+    d.mkdir()
+    make_ca(d, "cluster-ca")
+    for name in ("orchestratord", "gpu-node-1"):
+        make_cert(d, "cluster-ca", name)
+    model = str(tmp_path / "tiny.gguf")
+    subprocess.run([os.path.join(BIN, "llorch-engine"), "make-test-model", "--shape", "tiny",
+                    "--format", "gguf", "--out", model], check=True, capture_output=True)
+    cluster.start_orchestratord(extra={"cluster": {"tls": tls(d, "orchestratord", "cluster-ca")}})
+    node = cluster.start_node("gpu-node-1", orchestrator_extra={"tls": tls(d, "gpu-node-1", "cluster-ca")},
+                              pools=[{"id": "pool-1", "devices": [], "slots": 2, "model": "tiny"}],
+                              models=[{"id": "tiny", "path": model}])
+    assert wait_until(lambda: (cluster.pool("gpu-node-1", "pool-1") or {}).get("ready"), 15) is not None
+    pid = http("GET", node.url + "/pools/pool-1/status")[2]["pid"]
+    assert "--orchestrator" not in open(f"/proc/{pid}/cmdline").read()
+    body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 30, "seed": 5}
+    status, _, reply = http("POST", cluster.orch.url + "/v2/tasks", body=json.dumps(body),
+                            token=cluster.token)
+    assert status == 202, reply
+    want = engine_text({"tiny": model}, "tiny", "Once upon a time", 30, 5)
+    assert text_of(events(cluster, reply["task_id"])).lstrip(" ") == want.lstrip(" ")
