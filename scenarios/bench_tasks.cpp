@@ -424,28 +424,45 @@ int main(int argc, char** argv) {
   if (mode == "paired") {
     // The same request straight to the engine, then through orchestratord, n times: both see
     // the machine in the same state, which two runs one after the other on a shared VM do not.
+    // Each time also a request of a quarter the tokens, each way: the difference of the two
+    // lengths' times is what the tokens between them cost, without the fixed time to the first
+    // token and to the end (the stream's own rate).
     if (argc < 10)
       return 2;
     return with_engine(host, port, [&](caf::actor_system& sys, const caf::actor& engine) {
       caf::scoped_actor self{sys};
       connection c{argv[8], std::atoi(argv[9]), -1, {}};
+      const int short_tokens = std::max(1, max_tokens / 4);
       std::vector<double> d_ttft, d_tps, o_ttft, o_tps, added; // added: per pair, orchd - engine
+      // each pair's own ratio of the engine's rate to orchestratord's: the machine's drift from
+      // one pair to the next cancels out
+      std::vector<double> whole_share, stream_share;
+      std::uint64_t id = 0;
       for (int i = 0; i < n; ++i) {
-        auto d = direct_task(self, engine, prompt, max_tokens, static_cast<std::uint64_t>(i + 1));
+        auto d = direct_task(self, engine, prompt, max_tokens, ++id);
         auto o = orch_task(c, token, body(max_tokens));
-        if (!d.ok || !o.ok)
+        auto ds = direct_task(self, engine, prompt, short_tokens, ++id);
+        auto os = orch_task(c, token, body(short_tokens));
+        if (!d.ok || !o.ok || !ds.ok || !os.ok)
           continue;
         d_ttft.push_back(d.ttft_ms);
         d_tps.push_back(d.tokens / (d.total_ms / 1000.0));
         o_ttft.push_back(o.ttft_ms);
         o_tps.push_back(o.tokens / (o.total_ms / 1000.0));
         added.push_back(o.ttft_ms - d.ttft_ms);
+        auto rate = [](const sse_result& r) { return r.tokens / r.total_ms; };
+        auto stream_rate = [](const sse_result& l, const sse_result& s) {
+          return (l.tokens - s.tokens) / (l.total_ms - s.total_ms);
+        };
+        whole_share.push_back(100 * rate(o) / rate(d));
+        stream_share.push_back(100 * stream_rate(o, os) / stream_rate(d, ds));
       }
       std::printf("mode=paired ok=%zu direct_ttft_p50_ms=%.3f direct_ttft_p99_ms=%.3f direct_tok_s=%.1f "
                   "orch_ttft_p50_ms=%.3f orch_ttft_p99_ms=%.3f orch_tok_s=%.1f added_p50_ms=%.3f "
-                  "added_p99_ms=%.3f\n",
+                  "added_p99_ms=%.3f short_tokens=%d whole_share_p50=%.1f stream_share_p50=%.1f\n",
                   d_ttft.size(), pct(d_ttft, 0.5), pct(d_ttft, 0.99), pct(d_tps, 0.5), pct(o_ttft, 0.5),
-                  pct(o_ttft, 0.99), pct(o_tps, 0.5), pct(added, 0.5), pct(added, 0.99));
+                  pct(o_ttft, 0.99), pct(o_tps, 0.5), pct(added, 0.5), pct(added, 0.99), short_tokens,
+                  pct(whole_share, 0.5), pct(stream_share, 0.5));
       return 0;
     });
   }
