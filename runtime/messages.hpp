@@ -41,6 +41,11 @@ struct pool_status {
   std::string device_mask;
   std::int32_t restarts = 0;
   std::string last_error;
+  // While ready: the engine's actor and the pool's own. orchestratord sends a placed task's
+  // request straight to the engine and tells the pool, which is then off the way to the first
+  // token (docs/tasks.md). Not part of any JSON view.
+  caf::actor engine_actor;
+  caf::actor pool_actor;
 };
 
 // A node as the registry knows it (CONTRACT `Node`). The first block is what the node reports;
@@ -154,7 +159,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, pool_status& x) {
   return f(caf::meta::type_name("pool_status"), x.pool_id, x.node_id, x.state, x.ready, x.draining,
            x.slots_total, x.slots_free, x.vram_total_bytes, x.vram_free_bytes, x.engine,
-           x.engine_version, x.model_id, x.models, x.device_mask, x.restarts, x.last_error);
+           x.engine_version, x.model_id, x.models, x.device_mask, x.restarts, x.last_error,
+           x.engine_actor, x.pool_actor);
 }
 
 template <class Inspector>
@@ -216,6 +222,9 @@ using placement_atom = caf::atom_constant<caf::atom("placement")>;
 using submit_atom = caf::atom_constant<caf::atom("submit")>;
 using task_atom = caf::atom_constant<caf::atom("task")>;
 using generate_atom = caf::atom_constant<caf::atom("generate")>;
+// (dispatched_atom, stream id, first_index, reply_to, engine) to a pool: orchestratord sent that
+// stream's request straight to that engine
+using dispatched_atom = caf::atom_constant<caf::atom("dispatched")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using requeue_atom = caf::atom_constant<caf::atom("requeue")>;

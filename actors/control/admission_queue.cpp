@@ -165,10 +165,14 @@ void run_pass(admission_actor* self) {
     if (it == st.tasks.end())
       continue;
     st.queue->note_dequeued(now);
-    caf::actor agent;
+    caf::actor agent, engine, pool;
     for (std::size_t i = 0; i < st.view.nodes.size(); ++i)
-      if (st.view.nodes[i].node_id == decision.node_id)
+      if (st.view.nodes[i].node_id == decision.node_id) {
         agent = st.view.agents[i];
+        for (auto& p : st.view.nodes[i].pools)
+          if (p.pool_id == decision.pool_id)
+            engine = p.engine_actor, pool = p.pool_actor;
+      }
     if (!agent) { // registered over HTTP only: no way to reach its pools
       count_placement(st, "unreachable_node");
       log::warn("placement_failed", {{"task_id", it->second.spec.task_id},
@@ -181,7 +185,8 @@ void run_pass(admission_actor* self) {
     count_placement(st, "placed");
     it->second.slot = slot_key(decision.node_id, decision.pool_id);
     ++st.busy[it->second.slot];
-    self->send(it->second.task, generate_atom::value, decision.node_id, decision.pool_id, agent);
+    self->send(it->second.task, generate_atom::value, decision.node_id, decision.pool_id, agent,
+               engine, pool);
   }
   st.saturated = !round.any_free_slot();
   set_depth(st);

@@ -24,9 +24,21 @@ struct task_state {
   bool ended = false; // the bookkeeping of the end is done
   int failovers = 0;
   std::uint64_t stream_id = 0; // of the current attempt
+  caf::actor engine;           // where the current attempt's request went; null: through the node
+  caf::actor pool;             // told of that request (monitored: a restarted pool forgets it)
 };
 
+
 using task_actor = caf::stateful_actor<task_state>;
+
+// Stops watching the node and the pool of the current attempt.
+void unwatch(task_actor* self) {
+  auto& st = self->state;
+  if (st.agent)
+    self->demonitor(st.agent);
+  if (st.pool)
+    self->demonitor(st.pool);
+}
 
 // The task has ended (its stream has the terminal event): count it, and tell admission, which
 // frees its slot and retires it when it is no longer among the retained.
@@ -44,8 +56,7 @@ void settle(task_actor* self) {
                        {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300})
     .with({})
     .observe(st.settings.stream->since_submitted());
-  if (st.agent)
-    self->demonitor(st.agent);
+  unwatch(self);
   self->send(st.settings.admission, release_atom::value, st.settings.engine_id);
 }
 
@@ -76,9 +87,9 @@ void fail_over(task_actor* self, const std::string& why) {
                                  {"pool_id", st.pool_id},
                                  {"tokens_so_far", st.settings.stream->tokens()},
                                  {"reason", why}});
-  if (st.agent)
-    self->demonitor(st.agent);
+  unwatch(self);
   st.agent = nullptr;
+  st.pool = nullptr;
   st.state = "queued";
   self->send(st.settings.admission, requeue_atom::value, st.settings.engine_id);
 }
@@ -105,10 +116,12 @@ caf::behavior task(task_actor* self, task_settings settings,
   self->set_down_handler([self](caf::down_msg& dm) {
     if (dm.source == self->state.agent.address())
       fail_over(self, "node connection lost");
+    else if (dm.source == self->state.pool.address())
+      fail_over(self, "pool restarted");
   });
   return {
     [self](generate_atom, const std::string& node_id, const std::string& pool_id,
-           const caf::actor& agent) {
+           const caf::actor& agent, const caf::actor& engine, const caf::actor& pool) {
       auto& st = self->state;
       auto& stream = *st.settings.stream;
       if (!stream.outcome().empty())
@@ -141,8 +154,17 @@ caf::behavior task(task_actor* self, task_settings settings,
       req.top_p = spec.top_p;
       req.seed = spec.seed;
       req.reply_to = st.settings.stream_router;
-      // anonymous: a sender would make the node announce a proxy of this actor (stream_router.hpp)
-      caf::anon_send(agent, generate_atom::value, pool_id, std::move(req));
+      // Anonymous: a sender would make the node announce a proxy of this actor (stream_router.hpp).
+      // Straight to the engine when the pool said which it is: the pool learns of the stream
+      // off the way to the first token, and fails it over if that engine is gone by then.
+      st.engine = engine && pool ? engine : nullptr;
+      if (!st.engine)
+        return caf::anon_send(agent, generate_atom::value, pool_id, std::move(req));
+      req.observer = pool;
+      st.pool = pool;
+      self->monitor(pool);
+      caf::anon_send(pool, dispatched_atom::value, req.task_id, req.first_index, req.reply_to, engine);
+      caf::anon_send(engine, std::move(req));
     },
     [self](const engine::engine_done& done) {
       // the router ended the stream already, unless the attempt failed
@@ -162,7 +184,11 @@ caf::behavior task(task_actor* self, task_settings settings,
       if (!st.settings.stream->cancel())
         return false;
       settle(self);
-      if (st.agent)
+      // the engine frees the slot at its next step; from the same sender as the request, so
+      // it cannot overtake it
+      if (st.engine)
+        caf::anon_send(st.engine, engine::engine_cancel{st.stream_id});
+      else if (st.agent)
         caf::anon_send(st.agent, cancel_atom::value, st.pool_id, engine::engine_cancel{st.stream_id});
       self->send(st.settings.admission, cancel_atom::value, st.settings.engine_id);
       return true;

@@ -6,7 +6,8 @@
 // the actor appends `started`, cancels and errors, and settles an ended task (metrics, admission).
 //
 // Messages:
-//   (generate_atom, node_id, pool_id, agent)  from admission: the task was placed
+//   (generate_atom, node_id, pool_id, agent, engine, pool)  from admission: the task was placed
+//                                 (engine and pool: the pool's actors, null when unknown)
 //   engine_done                   from the stream router (after it ended the stream, unless the
 //                                 attempt failed), or from the node (the stream failed there)
 //   (subscribe_atom, std::shared_ptr<net::http_exchange>)  an SSE client, for the task's stream

@@ -40,6 +40,10 @@ struct pool_state {
     std::uint64_t first_index = 0;
   };
   std::map<std::uint64_t, stream> streams;
+  // Ends of streams the pool has not heard of yet: a request orchestratord sends straight to the
+  // engine can end before its dispatched_atom reaches the pool. By stream id: the end's
+  // next_index and when it came (kept a minute).
+  std::map<std::uint64_t, std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> ended_early;
   // Wedge detection: the engine's token count, polled while streams run, and when it last moved.
   bool wedge_timer = false;
   std::uint64_t tokens_seen = 0;
@@ -61,6 +65,8 @@ std::string handoff_file(const pool_state& st) {
 void publish(pool_actor* self) {
   auto& st = self->state;
   st.status.restarts = st.restarts;
+  st.status.engine_actor = st.status.ready ? st.engine : nullptr;
+  st.status.pool_actor = st.status.ready ? caf::actor_cast<caf::actor>(self) : nullptr;
   export_pool_metrics(*st.metrics, {st.status});
   // The agent may be restarting; it asks every pool for its state when it starts.
   if (auto agent = current_node_agent(self->system()))
@@ -164,6 +170,18 @@ void update_slots(pool_actor* self) {
     st.status.slots_free = free_slots;
     publish(self);
   }
+}
+
+// A stream the engine runs: its slot is busy until its end comes, and an engine that dies
+// fails it over.
+void add_stream(pool_actor* self, std::uint64_t task_id, caf::actor reply_to,
+                std::uint64_t first_index) {
+  auto& st = self->state;
+  if (st.streams.empty())
+    st.last_progress = std::chrono::steady_clock::now(); // idle until now: not wedged
+  st.streams[task_id] = {std::move(reply_to), first_index};
+  update_slots(self);
+  watch_for_wedge(self);
 }
 
 // The replica died, or never became ready: restart it per the policy, or give up.
@@ -322,20 +340,48 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
                                                "pool " + s.settings.pool.id + " is not ready"));
         return;
       }
-      if (s.streams.empty())
-        s.last_progress = std::chrono::steady_clock::now(); // idle until now: not wedged
-      s.streams[req.task_id] = {req.reply_to, req.first_index};
+      auto task_id = req.task_id;
+      auto reply_to = req.reply_to;
+      auto first_index = req.first_index;
       req.observer = caf::actor_cast<caf::actor>(self);
       self->send(s.engine, std::move(req));
-      update_slots(self);
-      watch_for_wedge(self);
+      add_stream(self, task_id, std::move(reply_to), first_index);
+    },
+    [self](dispatched_atom, std::uint64_t task_id, std::uint64_t first_index, caf::actor& reply_to,
+           const caf::actor& engine) {
+      // orchestratord sent the request to `engine` itself; the stream may even have ended
+      auto& s = self->state;
+      auto early = s.ended_early.find(task_id);
+      if (early != s.ended_early.end()) {
+        count_tokens_out(*s.metrics, s.settings.pool.id,
+                         std::max(early->second.first, first_index) - first_index);
+        s.ended_early.erase(early);
+        return;
+      }
+      if (!s.engine || engine != s.engine || !s.status.ready) { // sent to an engine now gone
+        self->send(reply_to, stream_failed(task_id, first_index,
+                                           "pool " + s.settings.pool.id + " replaced its engine"));
+        return;
+      }
+      if (s.drain_generation) { // it raced the drain: it runs elsewhere
+        self->send(s.engine, engine::engine_cancel{task_id});
+        self->send(reply_to, stream_failed(task_id, first_index,
+                                           "pool " + s.settings.pool.id + " is draining"));
+        return;
+      }
+      add_stream(self, task_id, std::move(reply_to), first_index);
     },
     [self](const engine::engine_done& done) {
       // the observer's copy: the task has its own
       auto& s = self->state;
       auto it = s.streams.find(done.task_id);
-      if (it == s.streams.end())
+      if (it == s.streams.end()) {
+        auto now = std::chrono::steady_clock::now();
+        for (auto e = s.ended_early.begin(); e != s.ended_early.end();)
+          e = now - e->second.second > std::chrono::minutes(1) ? s.ended_early.erase(e) : std::next(e);
+        s.ended_early[done.task_id] = {done.next_index, now};
         return;
+      }
       count_tokens_out(*s.metrics, s.settings.pool.id,
                        std::max(done.next_index, it->second.first_index) - it->second.first_index);
       s.streams.erase(it);

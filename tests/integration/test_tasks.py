@@ -212,6 +212,34 @@ def test_a_pool_never_runs_more_tasks_than_its_slots_and_freed_slots_are_refille
                       ["slots_free"] == 2, 5) is not None
 
 
+def test_one_token_tasks_sent_straight_to_the_engine_are_all_counted_by_their_pool(cluster, models):
+    # Each request goes to the engine itself and the pool is told on the side: a one-token task
+    # often ends before the pool hears of it. The pool must neither keep such a stream (a busy
+    # slot for ever, a "wedged" engine) nor lose its tokens.
+    start(cluster, models)
+    node = cluster.daemons[1]
+    done = []
+
+    def run(n):
+        for _ in range(n):
+            status, _, body = submit(cluster, max_tokens=1)
+            assert status == 202, body
+            evs = events(cluster, body["task_id"])
+            done.append(evs[-1][0])
+
+    threads = [threading.Thread(target=run, args=(40,)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert done == ["end"] * 240
+    assert wait_until(lambda: http("GET", node.url + "/pools/pool-1/status")[2]["slots_free"] == 2,
+                      5) is not None
+    assert wait_until(lambda: metric_value(cluster.metrics(node.url), "pool_tokens_out_total",
+                                           {"pool_id": "pool-1"}) == 240, 5) is not None
+    assert "task_failed_over" not in cluster.orch.read_log()
+
+
 def test_pinning_places_on_the_named_pool(cluster, models):
     start(cluster, models, nodes=2)
     for pool, node in (("pool-2", "gpu-node-2"), ("pool-1", "gpu-node-1")):
