@@ -54,10 +54,10 @@ void engine_worker::submit(engine_generate g) {
   wake_.notify_all();
 }
 
-void engine_worker::cancel(std::uint64_t task_id) {
+void engine_worker::cancel(std::uint64_t task_id, std::string error) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    cancels_.push_back(task_id);
+    cancels_.emplace_back(task_id, std::move(error));
   }
   wake_.notify_all();
 }
@@ -101,7 +101,7 @@ void engine_worker::finish(std::uint64_t id, const std::string& reason, const st
 void engine_worker::loop() {
   std::deque<engine_generate> waiting; // owned by this thread once taken from the inbox
   while (true) {
-    std::vector<std::uint64_t> cancels;
+    std::vector<std::pair<std::uint64_t, std::string>> cancels;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] {
@@ -116,17 +116,18 @@ void engine_worker::loop() {
       }
     }
     // cancels take effect before the next step: no token of a cancelled task follows
-    for (auto id : cancels) {
+    for (auto& [id, error] : cancels) {
+      const char* reason = error.empty() ? "cancelled" : "error";
       if (decoder_.cancel(id)) {
         free_slots_.store(decoder_.free_slots());
         cancelled_total_.fetch_add(1);
-        finish(id, "cancelled");
+        finish(id, reason, error);
         continue;
       }
       for (auto it = waiting.begin(); it != waiting.end(); ++it)
         if (it->task_id == id) {
           cancelled_total_.fetch_add(1);
-          send_done(it->reply_to, it->observer, engine_done{id, "cancelled", it->first_index, {}, {}});
+          send_done(it->reply_to, it->observer, engine_done{id, reason, it->first_index, error, {}});
           forget(id);
           waiting.erase(it);
           break;
@@ -220,12 +221,14 @@ void engine_worker::loop() {
 }
 
 caf::behavior engine_actor(caf::event_based_actor* self, std::shared_ptr<engine_worker> worker) {
-  // a receiver (or observer) that goes down without cancelling must not keep its slots busy
+  // A receiver (or observer) that goes down without cancelling must not keep its slots busy. Its
+  // streams end with an error, not `cancelled`: when the observer (the pool) is what went down,
+  // the receiver still listens over the engine's own link and resumes them elsewhere.
   auto receivers = std::make_shared<std::map<caf::actor_addr, std::vector<std::uint64_t>>>();
   self->set_down_handler([worker, receivers](caf::down_msg& dm) {
     auto it = receivers->find(dm.source);
     if (it == receivers->end()) return;
-    for (auto id : it->second) worker->cancel(id);
+    for (auto id : it->second) worker->cancel(id, "its pool or receiver went away");
     receivers->erase(it);
   });
   return {

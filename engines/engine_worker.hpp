@@ -29,7 +29,9 @@ public:
   engine_worker& operator=(const engine_worker&) = delete;
 
   void submit(engine_generate g);
-  void cancel(std::uint64_t task_id);
+  // Ends the stream at the next step: `cancelled`, or with `error` when one is given (the stream
+  // was given up, not cancelled: its receiver may resume it elsewhere).
+  void cancel(std::uint64_t task_id, std::string error = {});
   engine_status status() const;
   // Whether the task is queued or decoding (not yet ended by engine_done).
   bool running(std::uint64_t task_id) const;
@@ -59,7 +61,7 @@ private:
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<engine_generate> waiting_;
-  std::vector<std::uint64_t> cancels_;
+  std::vector<std::pair<std::uint64_t, std::string>> cancels_; // stream, error (empty: cancelled)
   std::set<std::uint64_t> live_; // tasks submitted and not yet done
   bool stop_ = false;
   std::atomic<int> free_slots_;

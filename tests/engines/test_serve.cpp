@@ -239,3 +239,28 @@ TEST_CASE("a receiver that goes down has its stream cancelled and its slot freed
   CHECK(st.tokens_total < 250);
   self->send_exit(engine, caf::exit_reason::user_shutdown);
 }
+
+TEST_CASE("an observer that goes down ends its streams with an error the receiver can resume from") {
+  // The pool (the observer) died; the receiver, orchestratord, still hears the engine over its
+  // own link and must fail the stream over, not take it for cancelled.
+  config cfg;
+  caf::actor_system sys{cfg};
+  auto m = load_model(test_model("s15m", "gguf"));
+  REQUIRE(m.ok());
+  auto engine = sys.spawn(engine_actor, std::make_shared<engine_worker>(*m, 1, 1, 0, "s15m"));
+  caf::scoped_actor receiver{sys};
+  {
+    caf::scoped_actor pool{sys};
+    auto req = request(6, "bye", 250, caf::actor_cast<caf::actor>(receiver));
+    req.observer = caf::actor_cast<caf::actor>(pool);
+    receiver->send(engine, req);
+    receiver->receive([](const engine_token&) {}); // the stream has started
+  }
+  std::string reason;
+  while (reason.empty())
+    receiver->receive([](const engine_token&) {}, [&](const engine_done& d) { reason = d.reason; },
+                      [&](const engine_token&, const engine_done& d) { reason = d.reason; },
+                      caf::after(std::chrono::seconds(10)) >> [&] { reason = "timeout"; });
+  CHECK(reason == "error");
+  receiver->send_exit(engine, caf::exit_reason::user_shutdown);
+}
