@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ccache pkg-config
   libcaf-dev libboost1.81-dev libboost-json1.81-dev libspdlog-dev libssl-dev catch2
+  libjemalloc-dev   # the daemons' malloc (runtime/CMakeLists.txt)
   curl jq bc openssl iproute2 procps python3 python3-pytest
   prometheus   # promtool, to check every /metrics exposition and the alert rules
 )
