@@ -28,7 +28,6 @@ struct task_state {
   caf::actor pool;             // told of that request (monitored: a restarted pool forgets it)
 };
 
-
 using task_actor = caf::stateful_actor<task_state>;
 
 // Stops watching the node and the pool of the current attempt.

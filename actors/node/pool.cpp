@@ -358,15 +358,15 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
         s.ended_early.erase(early);
         return;
       }
-      if (!s.engine || engine != s.engine || !s.status.ready) { // sent to an engine now gone
+      if (!s.engine || engine != s.engine) { // sent to an engine now gone
         self->send(reply_to, stream_failed(task_id, first_index,
                                            "pool " + s.settings.pool.id + " replaced its engine"));
         return;
       }
-      if (s.drain_generation) { // it raced the drain: it runs elsewhere
+      if (s.drain_generation || !s.status.ready) { // it raced a drain: it runs elsewhere
         self->send(s.engine, engine::engine_cancel{task_id});
         self->send(reply_to, stream_failed(task_id, first_index,
-                                           "pool " + s.settings.pool.id + " is draining"));
+                                           "pool " + s.settings.pool.id + " is not taking streams"));
         return;
       }
       add_stream(self, task_id, std::move(reply_to), first_index);
