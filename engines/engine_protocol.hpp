@@ -2,8 +2,10 @@
 // Messages between a pool actor (or a task actor) and the engine actor of an llorch-engine
 // replica. A generate request carries the actor that receives the stream: one engine_token per
 // token, in index order, then one engine_done; a token that ends the stream travels with the end,
-// as one message (engine_token, engine_done). An observer (the pool that placed the request)
-// gets a copy of the engine_done: it tracks slots without relaying the tokens. Every type has an
+// as one message (engine_token, engine_done). What one decode step has for the same actor beyond
+// that (tokens or ends of several streams) travels as one engine_step. An observer (the pool
+// that placed the request) gets a copy of the engine_done: it tracks slots without relaying the
+// tokens. Every type has an
 // inspect() and a type ID in the `llorch_engine` block; register it with
 // cfg.add_message_types<caf::id_block::llorch_engine>().
 #include <caf/all.hpp>
@@ -76,6 +78,19 @@ typename Inspector::result_type inspect(Inspector& f, engine_done& x) {
            x.tail);
 }
 
+// What one decode step has for one actor when it is more than one token, one end, or a stream's
+// last token and its end: the tokens (one per stream), then the ends; a stream's token comes
+// before its end. One message per step and actor instead of one per stream.
+struct engine_step {
+  std::vector<engine_token> tokens;
+  std::vector<engine_done> ends;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, engine_step& x) {
+  return f(caf::meta::type_name("engine_step"), x.tokens, x.ends);
+}
+
 struct engine_status {
   std::int32_t slots_total = 0;
   std::int32_t slots_free = 0;
@@ -103,4 +118,5 @@ CAF_BEGIN_TYPE_ID_BLOCK(llorch_engine, caf::first_custom_type_id + 200)
   CAF_ADD_TYPE_ID(llorch_engine, (llorch::engine::engine_token))
   CAF_ADD_TYPE_ID(llorch_engine, (llorch::engine::engine_done))
   CAF_ADD_TYPE_ID(llorch_engine, (llorch::engine::engine_status))
+  CAF_ADD_TYPE_ID(llorch_engine, (llorch::engine::engine_step))
 CAF_END_TYPE_ID_BLOCK(llorch_engine)

@@ -22,6 +22,39 @@ void send_last(const caf::actor& reply_to, const caf::actor& observer, engine_to
   if (observer) caf::anon_send(observer, d);
   caf::anon_send(reply_to, std::move(t), std::move(d));
 }
+
+// What one step has for each actor, sent as one message each (observers first, as above).
+class step_outbox {
+public:
+  void token(const caf::actor& to, engine_token t) { box(receivers_, to).tokens.push_back(std::move(t)); }
+  void end(const caf::actor& to, const caf::actor& observer, engine_done d) {
+    if (observer) box(observers_, observer).ends.push_back(d);
+    box(receivers_, to).ends.push_back(std::move(d));
+  }
+  void send() {
+    for (auto* boxes : {&observers_, &receivers_})
+      for (auto& [to, step] : *boxes) send_one(to, std::move(step));
+  }
+
+private:
+  using boxes = std::vector<std::pair<caf::actor, engine_step>>;
+  static engine_step& box(boxes& b, const caf::actor& to) {
+    for (auto& [a, step] : b)
+      if (a == to) return step;
+    return b.emplace_back(to, engine_step{}).second;
+  }
+  // The plain messages when they say it all, so that a lone stream's receiver sees no batches.
+  static void send_one(const caf::actor& to, engine_step step) {
+    auto& t = step.tokens;
+    auto& e = step.ends;
+    if (t.size() == 1 && e.empty()) caf::anon_send(to, std::move(t[0]));
+    else if (t.empty() && e.size() == 1) caf::anon_send(to, std::move(e[0]));
+    else if (t.size() == 1 && e.size() == 1 && t[0].task_id == e[0].task_id)
+      caf::anon_send(to, std::move(t[0]), std::move(e[0]));
+    else caf::anon_send(to, std::move(step));
+  }
+  boxes observers_, receivers_;
+};
 } // namespace
 
 engine_worker::engine_worker(std::shared_ptr<const model> m, int threads, int slots, int context,
@@ -88,14 +121,21 @@ void engine_worker::finish(std::uint64_t id, const std::string& reason, const st
                            std::optional<engine_token> last) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  stream& s = it->second;
-  engine_done d{id, reason, s.next_index, error, s.text.finish()};
+  auto reply_to = it->second.reply_to;
+  auto observer = it->second.observer;
+  auto d = take_end(id, reason, error);
   if (last)
-    send_last(s.reply_to, s.observer, std::move(*last), std::move(d));
+    send_last(reply_to, observer, std::move(*last), std::move(d));
   else
-    send_done(s.reply_to, s.observer, std::move(d));
+    send_done(reply_to, observer, std::move(d));
+}
+
+engine_done engine_worker::take_end(std::uint64_t id, const std::string& reason, const std::string& error) {
+  auto it = streams_.find(id);
+  engine_done d{id, reason, it->second.next_index, error, it->second.text.finish()};
   streams_.erase(it);
   forget(id);
+  return d;
 }
 
 void engine_worker::loop() {
@@ -184,26 +224,28 @@ void engine_worker::loop() {
     const auto events = decoder_.step();
     // before any end goes out: a status read after a stream's end must count its slot free
     free_slots_.store(decoder_.free_slots());
+    step_outbox out;
     for (const auto& e : events) {
       auto it = streams_.find(e.id);
       if (it == streams_.end()) continue;
       stream& s = it->second;
-      std::optional<engine_token> tok;
       if (e.token >= 0) {
         first_token = first_token || !s.started;
         s.started = true;
         const bool eos = e.finished == finish_reason::eos;
-        tok = engine_token{e.id, e.index, e.token,
-                           eos ? std::string() : s.text.push(tokenizer_.decode(s.prev, e.token))};
+        out.token(s.reply_to, engine_token{e.id, e.index, e.token,
+                                           eos ? std::string() : s.text.push(tokenizer_.decode(s.prev, e.token))});
         tokens_total_.fetch_add(1, std::memory_order_relaxed);
         s.prev = e.token;
         s.next_index = e.index + 1;
       }
-      if (e.finished != finish_reason::none)
-        finish(e.id, finish_reason_name(e.finished), {}, std::move(tok));
-      else if (tok)
-        caf::anon_send(s.reply_to, std::move(*tok));
+      if (e.finished != finish_reason::none) {
+        auto reply_to = s.reply_to;
+        auto observer = s.observer;
+        out.end(reply_to, observer, take_end(e.id, finish_reason_name(e.finished)));
+      }
     }
+    out.send();
     // A first token waits in CAF's network thread; on a busy core that thread, just woken, would
     // otherwise wait for this loop's time slice to end (about a millisecond) before sending it.
     // Later tokens go out in bulk when the slice ends, which costs less per token. A short sleep

@@ -2,7 +2,8 @@
 // The decode loop of a replica on its own thread. The engine actor hands it requests and
 // cancels; it runs continuous batching steps while anything is active and streams every token
 // straight to the request's reply_to actor (one engine_token each, then engine_done, of which
-// the request's observer gets a copy; the last token travels with the engine_done).
+// the request's observer gets a copy; the last token travels with the engine_done; what a step
+// has for the same actor beyond that travels as one engine_step).
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -50,6 +51,8 @@ private:
   // Ends a stream; `last`, its last token, goes with the end.
   void finish(std::uint64_t id, const std::string& reason, const std::string& error = {},
               std::optional<engine_token> last = std::nullopt);
+  // The end of a stream, which is forgotten: for the caller to send.
+  engine_done take_end(std::uint64_t id, const std::string& reason, const std::string& error = {});
   void forget(std::uint64_t id);
 
   std::shared_ptr<const model> model_;

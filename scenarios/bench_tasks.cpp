@@ -238,7 +238,8 @@ sse_result direct_task(caf::scoped_actor& self, const caf::actor& engine, const 
           r.ttft_ms = ms(clk::now() - t0);
         done = true;
         r.ok = d.reason != "error";
-      });
+      },
+      [&](const engine::engine_step&) { done = true; }); // one stream: never a step of several
   r.total_ms = ms(clk::now() - t0);
   return r;
 }
@@ -273,6 +274,14 @@ int direct_streams(caf::actor_system& sys, const caf::actor& engine, const std::
                     ++finished;
                     if (sent < n)
                       submit();
+                  },
+                  [&](const engine::engine_step& step) { // a step's tokens and ends of several streams
+                    tokens += static_cast<long>(step.tokens.size());
+                    for (std::size_t i = 0; i < step.ends.size(); ++i) {
+                      ++finished;
+                      if (sent < n)
+                        submit();
+                    }
                   });
   auto secs = std::chrono::duration<double>(clk::now() - t0).count();
   std::printf("mode=direct-streams streams=%d tokens=%ld tok_s=%.1f\n", streams, tokens,

@@ -11,6 +11,7 @@
 //
 // Messages:
 //   engine_token, engine_done   of a task's stream; dropped when the task is gone
+//   engine_step                 a decode step's tokens and ends of several streams
 #include <caf/fwd.hpp>
 
 #include <memory>

@@ -184,6 +184,25 @@ void add_stream(pool_actor* self, std::uint64_t task_id, caf::actor reply_to,
   watch_for_wedge(self);
 }
 
+// The engine's copy of a stream's end: its slot is free.
+void stream_ended(pool_actor* self, const engine::engine_done& done) {
+  auto& s = self->state;
+  auto it = s.streams.find(done.task_id);
+  if (it == s.streams.end()) {
+    auto now = std::chrono::steady_clock::now();
+    for (auto e = s.ended_early.begin(); e != s.ended_early.end();)
+      e = now - e->second.second > std::chrono::minutes(1) ? s.ended_early.erase(e) : std::next(e);
+    s.ended_early[done.task_id] = {done.next_index, now};
+    return;
+  }
+  count_tokens_out(*s.metrics, s.settings.pool.id,
+                   std::max(done.next_index, it->second.first_index) - it->second.first_index);
+  s.streams.erase(it);
+  update_slots(self);
+  if (s.drain_generation && s.streams.empty())
+    finish_drain(self);
+}
+
 // The replica died, or never became ready: restart it per the policy, or give up.
 void engine_failed(pool_actor* self, const std::string& why) {
   auto& st = self->state;
@@ -371,23 +390,11 @@ caf::behavior pool(pool_actor* self, pool_settings settings, caf::io::middleman_
       }
       add_stream(self, task_id, std::move(reply_to), first_index);
     },
-    [self](const engine::engine_done& done) {
-      // the observer's copy: the task has its own
-      auto& s = self->state;
-      auto it = s.streams.find(done.task_id);
-      if (it == s.streams.end()) {
-        auto now = std::chrono::steady_clock::now();
-        for (auto e = s.ended_early.begin(); e != s.ended_early.end();)
-          e = now - e->second.second > std::chrono::minutes(1) ? s.ended_early.erase(e) : std::next(e);
-        s.ended_early[done.task_id] = {done.next_index, now};
-        return;
-      }
-      count_tokens_out(*s.metrics, s.settings.pool.id,
-                       std::max(done.next_index, it->second.first_index) - it->second.first_index);
-      s.streams.erase(it);
-      update_slots(self);
-      if (s.drain_generation && s.streams.empty())
-        finish_drain(self);
+    // the observer's copies: the task has its own
+    [self](const engine::engine_done& done) { stream_ended(self, done); },
+    [self](const engine::engine_step& step) {
+      for (auto& done : step.ends)
+        stream_ended(self, done);
     },
     [self](wedge_timer_atom) {
       auto& s = self->state;

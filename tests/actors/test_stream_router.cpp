@@ -8,6 +8,8 @@
 #include <caf/all.hpp>
 #include <catch2/catch.hpp>
 
+#include <map>
+
 using namespace llorch;
 
 namespace {
@@ -90,4 +92,39 @@ TEST_CASE("stream router: tokens go into their task's stream, ends into it and o
   task->receive([&](const engine::engine_done&) { late = true; },
                 caf::after(std::chrono::milliseconds(200)) >> [] {});
   CHECK_FALSE(late);
+}
+
+TEST_CASE("stream router: a step's tokens and ends of several streams, in one message") {
+  caf::actor_system_config cfg;
+  cfg.add_message_types<caf::id_block::llorch>();
+  cfg.add_message_types<caf::id_block::llorch_engine>();
+  caf::actor_system sys{cfg};
+  caf::scoped_actor task{sys};
+  auto metrics = std::make_shared<metrics::registry>();
+  auto tasks = std::make_shared<task_directory>();
+  auto a = std::make_shared<task_stream>(), b = std::make_shared<task_stream>(),
+       c = std::make_shared<task_stream>();
+  a->expect(stream_id(1, 0));
+  b->expect(stream_id(2, 0));
+  c->expect(stream_id(3, 0));
+  tasks->add("t-1", 1, caf::actor_cast<caf::actor>(task), a);
+  tasks->add("t-2", 2, caf::actor_cast<caf::actor>(task), b);
+  tasks->add("t-3", 3, caf::actor_cast<caf::actor>(task), c);
+  auto router = spawn_stream_router(task.ptr(), tasks, metrics);
+  // 1 goes on; 2 takes its last token and ends; 3 ends with an error (no token)
+  engine::engine_step step;
+  step.tokens = {{stream_id(1, 0), 0, 11, "a"}, {stream_id(2, 0), 0, 22, "b"}};
+  step.ends = {{stream_id(2, 0), "length", 1, {}, {}}, {stream_id(3, 0), "error", 0, "gone", {}}};
+  caf::anon_send(router, step);
+  std::map<std::uint64_t, std::string> done;
+  for (int i = 0; i < 2; ++i)
+    task->receive([&](const engine::engine_done& d) { done[d.task_id] = d.reason; },
+                  caf::after(std::chrono::seconds(5)) >> [] {});
+  CHECK(done == std::map<std::uint64_t, std::string>{{stream_id(2, 0), "length"},
+                                                     {stream_id(3, 0), "error"}});
+  CHECK(a->token_ids() == std::vector<std::int32_t>{11});
+  CHECK(a->outcome().empty());
+  CHECK(b->token_ids() == std::vector<std::int32_t>{22});
+  CHECK(b->outcome() == "completed");
+  CHECK(c->outcome().empty()); // an error is the task actor's to handle (fail-over)
 }

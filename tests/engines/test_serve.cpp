@@ -13,6 +13,8 @@
 
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <numeric>
 
 using namespace llorch::engine;
 using llorch::engine::testing::test_model;
@@ -258,4 +260,40 @@ TEST_CASE("an observer that goes down ends its streams with an error the receive
   CHECK(c.done.reason == "error");
   CHECK(c.ids.size() < 250);
   receiver->send_exit(engine, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("streams that step together reach a shared receiver as one engine_step per step, in order") {
+  config cfg;
+  caf::actor_system sys{cfg};
+  auto m = load_model(test_model("s15m", "gguf"));
+  REQUIRE(m.ok());
+  auto engine = sys.spawn(engine_actor, std::make_shared<engine_worker>(*m, 1, 2, 0, "s15m"));
+  caf::scoped_actor self{sys};
+  const auto me = caf::actor_cast<caf::actor>(self);
+  self->send(engine, request(7, "one", 40, me));
+  self->send(engine, request(8, "two", 40, me));
+  std::map<std::uint64_t, std::vector<std::uint64_t>> indices; // per stream, as received
+  std::map<std::uint64_t, std::string> ends;
+  int steps = 0;
+  auto token = [&](const engine_token& t) {
+    REQUIRE(ends.count(t.task_id) == 0); // nothing after a stream's end
+    indices[t.task_id].push_back(t.index);
+  };
+  auto end = [&](const engine_done& d) { ends[d.task_id] = d.reason; };
+  while (ends.size() < 2)
+    self->receive(token, end, [&](const engine_token& t, const engine_done& d) { token(t), end(d); },
+                  [&](const engine_step& s) {
+                    ++steps;
+                    for (auto& t : s.tokens) token(t);
+                    for (auto& d : s.ends) end(d);
+                  },
+                  caf::after(std::chrono::seconds(20)) >> [&] { FAIL("no message from the engine for 20 s"); });
+  std::vector<std::uint64_t> want(40);
+  std::iota(want.begin(), want.end(), 0);
+  CHECK(indices[7] == want);
+  CHECK(indices[8] == want);
+  CHECK(ends[7] == "length");
+  CHECK(ends[8] == "length");
+  CHECK(steps > 0); // the two were in the same steps: one message for both
+  self->send_exit(engine, caf::exit_reason::user_shutdown);
 }
