@@ -8,9 +8,9 @@
 namespace llorch::engine {
 
 namespace {
-// The end of a stream goes to its observer first, then to its receiver: the observer (the pool)
-// is on the receiver's route, so it has the end in its mailbox before the client can see it, and a
-// pool status read after the end shows the slot free.
+// The end of a stream goes to its observer first, then to its receiver: when the observer (the
+// pool) is on the receiver's route (no link of the engine's own to the receiver's node), it has
+// the end in its mailbox before the client can see it.
 void send_done(const caf::actor& reply_to, const caf::actor& observer, engine_done d) {
   if (observer) caf::anon_send(observer, d);
   caf::anon_send(reply_to, std::move(d));
