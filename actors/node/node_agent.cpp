@@ -19,6 +19,8 @@ struct agent_state {
   caf::io::middleman_actor middleman;
   caf::actor registry;
   bool registered = false;
+  // A pool's readiness changed after the registration went out: told at once when it is accepted.
+  bool unreported_change = false;
   std::uint64_t generation = 0; // bumped on every (re)connect: stale timers and replies are ignored
   std::chrono::milliseconds backoff{0};
   std::int32_t last_rtt_ms = -1;
@@ -29,6 +31,7 @@ struct agent_state {
 using agent_actor = caf::stateful_actor<agent_state>;
 
 void schedule_connect(agent_actor* self);
+void send_heartbeat(agent_actor* self);
 
 void lose_orchestrator(agent_actor* self, const char* reason) {
   auto& st = self->state;
@@ -62,6 +65,7 @@ void schedule_heartbeat(agent_actor* self) {
 void register_node(agent_actor* self) {
   auto& st = self->state;
   auto gen = st.generation;
+  st.unreported_change = false; // the registration carries the pools as they are now
   self
     ->request(st.registry, st.settings.request_timeout, register_atom::value, st.settings.token,
               st.settings.identity, caf::actor_cast<caf::actor>(self))
@@ -84,6 +88,10 @@ void register_node(agent_actor* self) {
                                       {"orchestrator", s.settings.orchestrator_host + ":"
                                                          + std::to_string(
                                                            s.settings.orchestrator_port)}});
+        if (s.unreported_change) { // else the control plane would wait for the next beat
+          s.unreported_change = false;
+          send_heartbeat(self);
+        }
         schedule_heartbeat(self);
       },
       [self, gen](const caf::error& err) {
@@ -206,6 +214,8 @@ void update_pool(agent_actor* self, pool_status ps) {
     *it = std::move(ps);
   if (changed && st.registered)
     send_heartbeat(self);
+  else if (changed)
+    st.unreported_change = true;
 }
 
 caf::behavior node_agent(agent_actor* self, node_agent_settings settings,
