@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,7 @@ struct link_state {
   static inline const char* name = "orchestrator_link";
   std::string host;
   std::uint16_t port = 0;
+  caf::io::middleman_actor middleman; // plain, or the openssl manager's
   caf::actor registry; // what orchestratord publishes there; monitored: its down is a lost link
   std::chrono::milliseconds retry = first_retry;
   bool said_failure = false; // one line per outage, not one per try
@@ -34,8 +36,8 @@ void retry_later(link_actor* self) {
 
 void connect(link_actor* self) {
   self
-    ->request(self->system().middleman().actor_handle(), std::chrono::seconds(5),
-              caf::connect_atom::value, self->state.host, self->state.port)
+    ->request(self->state.middleman, std::chrono::seconds(5), caf::connect_atom::value,
+              self->state.host, self->state.port)
     .then(
       [self](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
         auto& st = self->state;
@@ -60,9 +62,11 @@ void connect(link_actor* self) {
       });
 }
 
-caf::behavior orchestrator_link(link_actor* self, std::string host, std::uint16_t port) {
+caf::behavior orchestrator_link(link_actor* self, std::string host, std::uint16_t port, bool tls) {
   self->state.host = std::move(host);
   self->state.port = port;
+  self->state.middleman = tls ? self->system().openssl_manager().actor_handle()
+                              : self->system().middleman().actor_handle();
   self->set_down_handler([self](const caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source != st.registry.address())
@@ -106,8 +110,9 @@ bool split_host_port(const std::string& endpoint, std::string& host, std::uint16
   return true;
 }
 
-caf::actor spawn_orchestrator_link(caf::actor_system& sys, std::string host, std::uint16_t port) {
-  return sys.spawn(orchestrator_link, std::move(host), port);
+caf::actor spawn_orchestrator_link(caf::actor_system& sys, std::string host, std::uint16_t port,
+                                   bool tls) {
+  return sys.spawn(orchestrator_link, std::move(host), port, tls);
 }
 
 } // namespace llorch::engine

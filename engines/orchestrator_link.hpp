@@ -1,5 +1,6 @@
 #pragma once
-// The engine's own connection to orchestratord's cluster port. The engine streams each token to
+// The engine's own connection to orchestratord's cluster port (with the node's TLS files when the
+// cluster uses TLS). The engine streams each token to
 // the task's router in orchestratord; without this connection CAF routes every token through
 // pool-managerd's network thread, which costs the node ~8 us of CPU per token. The link only
 // carries that traffic: requests still come through the pool, which supervises the engine. When
@@ -16,6 +17,8 @@ namespace llorch::engine {
 // Splits "host:port" or "[ipv6]:port"; false when it is neither.
 bool split_host_port(const std::string& endpoint, std::string& host, std::uint16_t& port);
 
-caf::actor spawn_orchestrator_link(caf::actor_system& sys, std::string host, std::uint16_t port);
+// With `tls`, the link is made by the system's openssl manager (mutual TLS, the node's files).
+caf::actor spawn_orchestrator_link(caf::actor_system& sys, std::string host, std::uint16_t port,
+                                   bool tls);
 
 } // namespace llorch::engine

@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include <cerrno>
 #include <chrono>
@@ -145,6 +146,13 @@ status run_serve(const serve_options& o) {
   // CAF's worker would poll every 50 us for 25 ms after each message: on a host where the
   // decode thread and the node's daemons share the cores, waking on enqueue is cheaper
   cfg.set("work-stealing.moderate-poll-attempts", std::size_t{0});
+  const bool tls = !o.tls_certificate.empty();
+  if (tls) { // for the link to orchestratord only: the pool's link on loopback stays plain
+    cfg.openssl_certificate = o.tls_certificate;
+    cfg.openssl_key = o.tls_key;
+    cfg.openssl_cafile = o.tls_ca;
+    cfg.load<caf::openssl::manager>();
+  }
   caf::actor_system sys{cfg};
   const std::string model_id = o.model_id.empty() ? base_name(o.model_path) : o.model_id;
   auto worker = std::make_shared<engine_worker>(m, o.threads, o.slots, context, model_id);
@@ -177,7 +185,7 @@ status run_serve(const serve_options& o) {
   std::string link_host;
   std::uint16_t link_port = 0;
   if (split_host_port(o.orchestrator, link_host, link_port))
-    link = spawn_orchestrator_link(sys, link_host, link_port);
+    link = spawn_orchestrator_link(sys, link_host, link_port, tls);
 
   // Wait for SIGTERM/SIGINT; also stop when the parent (the pool-managerd that started us) is
   // gone, so a killed node daemon does not leave orphaned replicas holding memory.

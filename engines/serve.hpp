@@ -27,6 +27,8 @@ struct serve_options {
   // orchestratord's cluster port ("host:port"): the engine links to it so that its tokens skip
   // the node's network thread (orchestrator_link.hpp); empty: tokens go through the node
   std::string orchestrator;
+  // Mutual TLS for that link (the node's PEM files): all three or none
+  std::string tls_certificate, tls_key, tls_ca;
 };
 
 struct handoff_info {

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "engines/batch_decoder.hpp"
 #include "engines/bench.hpp"
 #include "engines/kernels.hpp"
@@ -43,11 +45,13 @@ const char* usage =
     "      decode throughput against the measured memory-bandwidth limit (best of N rounds)\n"
     "  serve --model PATH [--tokenizer PATH] [--model-id ID] --handoff-dir DIR --pool-id ID\n"
     "        [--replica-id ID] [--slots N] [--ctx N] [--threads N] [--device-mask MASK]\n"
-    "        [--keepalive-ms N] [--orchestrator HOST:PORT]\n"
+    "        [--keepalive-ms N] [--orchestrator HOST:PORT\n"
+    "        [--tls-certificate PEM --tls-key PEM --tls-ca PEM]]\n"
     "      the replica process: publishes the engine actor on 127.0.0.1 (port 0), writes\n"
     "      DIR/<pool-id>-<replica-id>.json when ready, removes it and exits 0 on SIGTERM;\n"
     "      sends a CAF heartbeat every N ms (default 1000) so its pool's link stays up;\n"
     "      with --orchestrator, links to orchestratord's cluster port so that tokens skip the node\n"
+    "      (with mutual TLS when the three PEM files are given)\n"
     "  --help, --version\n";
 
 int die(const std::string& msg) {
@@ -235,7 +239,8 @@ int cmd_bench(int argc, char** argv) {
 int cmd_serve(int argc, char** argv) {
   auto a = parse(argc, argv, 2,
                  {"--model", "--tokenizer", "--model-id", "--handoff-dir", "--pool-id", "--replica-id",
-                  "--slots", "--ctx", "--threads", "--device-mask", "--keepalive-ms", "--orchestrator"},
+                  "--slots", "--ctx", "--threads", "--device-mask", "--keepalive-ms", "--orchestrator",
+                  "--tls-certificate", "--tls-key", "--tls-ca"},
                  {});
   if (!a.error.empty()) return die(a.error);
   for (const char* k : {"--model", "--handoff-dir", "--pool-id"})
@@ -264,6 +269,15 @@ int cmd_serve(int argc, char** argv) {
   std::uint16_t port = 0;
   if (a.has("--orchestrator") && !eng::split_host_port(o.orchestrator, host, port))
     return die("--orchestrator must be HOST:PORT or [IPV6]:PORT with a port from 1 to 65535");
+  o.tls_certificate = a.get("--tls-certificate");
+  o.tls_key = a.get("--tls-key");
+  o.tls_ca = a.get("--tls-ca");
+  const int tls_files = a.has("--tls-certificate") + a.has("--tls-key") + a.has("--tls-ca");
+  if (tls_files != 0 && (tls_files != 3 || !a.has("--orchestrator")))
+    return die("--tls-certificate, --tls-key and --tls-ca go together, with --orchestrator");
+  for (const auto* f : {&o.tls_certificate, &o.tls_key, &o.tls_ca})
+    if (!f->empty() && ::access(f->c_str(), R_OK) != 0)
+      return die("cannot read " + *f + ": " + std::strerror(errno));
   // the handoff watcher accepts ids of 1 to 64 characters from [A-Za-z0-9._-]
   for (const std::string* id : {&o.pool_id, &o.replica_id}) {
     const bool ok = !id->empty() && id->size() <= 64 && (*id)[0] != '.' &&

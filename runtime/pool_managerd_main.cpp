@@ -156,9 +156,11 @@ int main(int argc, char** argv) {
     ps.handoff_dir = cfg.handoff_dir;
     ps.engine_binary = engine_binary;
     ps.engine_keepalive_ms = cfg.orchestrator.keepalive_ms;
-    // The engine speaks no TLS: with TLS its tokens stay on the node's (encrypted) link.
-    if (!copts.tls)
-      ps.orchestrator = cfg.orchestrator.listen_or_connect.to_string();
+    // the engine's own link to orchestratord, with the node's TLS files when it has them
+    ps.orchestrator = cfg.orchestrator.listen_or_connect.to_string();
+    ps.tls_certificate = cfg.orchestrator.tls.certificate;
+    ps.tls_key = cfg.orchestrator.tls.key;
+    ps.tls_ca = cfg.orchestrator.tls.ca;
     ps.restart = limits;
     ps.wedged_after = std::chrono::milliseconds(cfg.restart.wedged_after_ms);
     pool_children.push_back({p.id, [ps, metrics](caf::local_actor* sup) {

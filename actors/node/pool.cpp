@@ -100,6 +100,9 @@ void start_engine(pool_actor* self) {
     argv.push_back("--orchestrator");
     argv.push_back(s.orchestrator);
   }
+  if (!s.tls_certificate.empty())
+    argv.insert(argv.end(), {"--tls-certificate", s.tls_certificate, "--tls-key", s.tls_key,
+                             "--tls-ca", s.tls_ca});
   if (s.pool.threads > 0) {
     argv.push_back("--threads");
     argv.push_back(std::to_string(s.pool.threads));

@@ -45,7 +45,8 @@ struct pool_settings {
   std::string handoff_dir;
   std::string engine_binary;                // llorch-engine
   int engine_keepalive_ms = 1000;           // the node's orchestrator.keepalive_ms
-  std::string orchestrator;                 // the engine's --orchestrator; empty with TLS
+  std::string orchestrator;                 // the engine's --orchestrator
+  std::string tls_certificate, tls_key, tls_ca; // the node's, for the engine's link; empty: plain
   restart_limits restart;
   std::chrono::milliseconds ready_timeout{120000}; // loading for longer is a failed start
   std::chrono::milliseconds wedged_after{60000};   // a busy slot without a token this long

@@ -31,7 +31,10 @@ for args in "generate --model $dir/none.bin --prompt x --max-tokens 1" "generate
             "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator h:0" \
             "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator h:70000" \
             "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator ::1:7070" \
-            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator :7070"; do
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator :7070" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator h:1 --tls-certificate $dir/tiny/model.bin" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --tls-certificate $dir/x --tls-key $dir/x --tls-ca $dir/x" \
+            "serve --model $dir/tiny/model.bin --handoff-dir $dir --pool-id p --orchestrator h:1 --tls-certificate $dir/none.pem --tls-key $dir/none.pem --tls-ca $dir/none.pem"; do
   if "$bin" $args >/dev/null 2>"$dir/err"; then echo "expected failure: $args"; exit 1; fi
   [ "$(wc -l < "$dir/err")" -eq 1 ] || { echo "expected one error line for: $args"; cat "$dir/err"; exit 1; }
 done

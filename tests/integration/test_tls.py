@@ -5,7 +5,7 @@ import subprocess
 import time
 
 from cluster import BIN, http, wait_until
-from test_tasks import engine_text, events, text_of
+from test_tasks import engine_text, events, linked_to, text_of
 
 
 def openssl(*args, cwd):
@@ -60,9 +60,9 @@ def test_tls_cluster_admits_only_nodes_with_a_cluster_ca_certificate(cluster, tm
     assert wait_until(lambda: cluster.online("gpu-node-1"), 5) is not None
 
 
-def test_tasks_stream_over_a_tls_cluster_through_the_node(cluster, tmp_path):
-    # The engine speaks no TLS: it gets no link of its own to orchestratord, and its tokens take
-    # the node's encrypted link.
+def test_tasks_stream_over_a_tls_cluster_with_the_engines_own_tls_link(cluster, tmp_path):
+    # The engine links to orchestratord with the node's certificate, and streams come out as
+    # the engine alone makes them.
     d = tmp_path / "pki"
     d.mkdir()
     make_ca(d, "cluster-ca")
@@ -77,7 +77,9 @@ def test_tasks_stream_over_a_tls_cluster_through_the_node(cluster, tmp_path):
                               models=[{"id": "tiny", "path": model}])
     assert wait_until(lambda: (cluster.pool("gpu-node-1", "pool-1") or {}).get("ready"), 15) is not None
     pid = http("GET", node.url + "/pools/pool-1/status")[2]["pid"]
-    assert "--orchestrator" not in open(f"/proc/{pid}/cmdline").read()
+    assert "--tls-certificate" in open(f"/proc/{pid}/cmdline").read()
+    assert wait_until(lambda: linked_to(pid, cluster.cluster_port), 10) is not None, node.read_log()
+    assert "llorch-engine: linked to orchestratord" in node.read_log()
     body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 30, "seed": 5}
     status, _, reply = http("POST", cluster.orch.url + "/v2/tasks", body=json.dumps(body),
                             token=cluster.token)
