@@ -280,7 +280,9 @@ def test_engine_links_to_orchestratord_and_again_after_it_restarts(cluster, mode
     cluster.start_orchestratord()
     assert wait_until(lambda: len(ready_pools(cluster)) == 1, 15) is not None
     assert wait_until(lambda: linked_to(pid, cluster.cluster_port), 15) is not None, node.read_log()
-    assert node.read_log().count("llorch-engine: linked to orchestratord") == 2
+    # the TCP connection is up before CAF's handshake is done and the engine says so
+    assert wait_until(lambda: node.read_log().count("llorch-engine: linked to orchestratord") == 2,
+                      10) is not None, node.read_log()
     assert http("GET", node.url + "/pools/pool-1/status")[2]["pid"] == pid  # the same engine
     status, _, body = submit(cluster, max_tokens=40, task_id="relinked")
     assert text_of(events(cluster, "relinked")).lstrip(" ") == fault_free(cluster, models, 40).lstrip(" ")

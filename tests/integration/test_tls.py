@@ -79,7 +79,9 @@ def test_tasks_stream_over_a_tls_cluster_with_the_engines_own_tls_link(cluster, 
     pid = http("GET", node.url + "/pools/pool-1/status")[2]["pid"]
     assert "--tls-certificate" in open(f"/proc/{pid}/cmdline").read()
     assert wait_until(lambda: linked_to(pid, cluster.cluster_port), 10) is not None, node.read_log()
-    assert "llorch-engine: linked to orchestratord" in node.read_log()
+    # the TCP connection is up before the TLS and BASP handshakes are done
+    assert wait_until(lambda: "llorch-engine: linked to orchestratord" in node.read_log(), 10) \
+        is not None, node.read_log()
     body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 30, "seed": 5}
     status, _, reply = http("POST", cluster.orch.url + "/v2/tasks", body=json.dumps(body),
                             token=cluster.token)
