@@ -1,11 +1,10 @@
 #pragma once
 // The engine's own connection to orchestratord's cluster port (with the node's TLS files when the
-// cluster uses TLS). The engine streams each token to
-// the task's router in orchestratord; without this connection CAF routes every token through
-// pool-managerd's network thread, which costs the node ~8 us of CPU per token. The link only
-// carries that traffic: requests still come through the pool, which supervises the engine. When
-// the link is down (orchestratord restarting, unreachable), tokens go through the node as before,
-// and the link is tried again.
+// cluster uses TLS). Without it CAF routes everything between orchestratord and the engine (a
+// placed task's request, each token) through pool-managerd's network thread, which costs the node
+// ~8 us of CPU per token. The engine sends nothing of its own over it. When it is down
+// (orchestratord restarting, unreachable), that traffic goes through the node as before, and the
+// link is tried again.
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
