@@ -16,13 +16,6 @@ void send_done(const caf::actor& reply_to, const caf::actor& observer, engine_do
   caf::anon_send(reply_to, std::move(d));
 }
 
-// The same for a stream's last token and its end: one message, so the receiver can write both at
-// once (one message and one write less per stream all the way to the client).
-void send_last(const caf::actor& reply_to, const caf::actor& observer, engine_token t, engine_done d) {
-  if (observer) caf::anon_send(observer, d);
-  caf::anon_send(reply_to, std::move(t), std::move(d));
-}
-
 // What one step has for each actor, sent as one message each (observers first, as above).
 class step_outbox {
 public:
@@ -43,7 +36,8 @@ private:
       if (a == to) return step;
     return b.emplace_back(to, engine_step{}).second;
   }
-  // The plain messages when they say it all, so that a lone stream's receiver sees no batches.
+  // The plain messages when they say it all, so that a lone stream's receiver sees no batches; a
+  // stream's last token goes with its end, so the receiver can write both at once.
   static void send_one(const caf::actor& to, engine_step step) {
     auto& t = step.tokens;
     auto& e = step.ends;
@@ -117,25 +111,20 @@ void engine_worker::forget(std::uint64_t id) {
   live_.erase(id);
 }
 
-void engine_worker::finish(std::uint64_t id, const std::string& reason, const std::string& error,
-                           std::optional<engine_token> last) {
-  auto it = streams_.find(id);
-  if (it == streams_.end()) return;
-  auto reply_to = it->second.reply_to;
-  auto observer = it->second.observer;
-  auto d = take_end(id, reason, error);
-  if (last)
-    send_last(reply_to, observer, std::move(*last), std::move(d));
-  else
-    send_done(reply_to, observer, std::move(d));
+void engine_worker::finish(std::uint64_t id, const std::string& reason, const std::string& error) {
+  if (auto e = take_end(id, reason, error))
+    send_done(e->reply_to, e->observer, std::move(e->done));
 }
 
-engine_done engine_worker::take_end(std::uint64_t id, const std::string& reason, const std::string& error) {
+std::optional<engine_worker::ended> engine_worker::take_end(std::uint64_t id, const std::string& reason,
+                                                            const std::string& error) {
   auto it = streams_.find(id);
-  engine_done d{id, reason, it->second.next_index, error, it->second.text.finish()};
+  if (it == streams_.end()) return std::nullopt;
+  stream& s = it->second;
+  ended e{s.reply_to, s.observer, engine_done{id, reason, s.next_index, error, s.text.finish()}};
   streams_.erase(it);
   forget(id);
-  return d;
+  return e;
 }
 
 void engine_worker::loop() {
@@ -239,11 +228,9 @@ void engine_worker::loop() {
         s.prev = e.token;
         s.next_index = e.index + 1;
       }
-      if (e.finished != finish_reason::none) {
-        auto reply_to = s.reply_to;
-        auto observer = s.observer;
-        out.end(reply_to, observer, take_end(e.id, finish_reason_name(e.finished)));
-      }
+      if (e.finished != finish_reason::none)
+        if (auto end = take_end(e.id, finish_reason_name(e.finished)))
+          out.end(end->reply_to, end->observer, std::move(end->done));
     }
     out.send();
     // A first token waits in CAF's network thread; on a busy core that thread, just woken, would

@@ -48,11 +48,15 @@ private:
   };
   void loop();
   void start_waiting();
-  // Ends a stream; `last`, its last token, goes with the end.
-  void finish(std::uint64_t id, const std::string& reason, const std::string& error = {},
-              std::optional<engine_token> last = std::nullopt);
-  // The end of a stream, which is forgotten: for the caller to send.
-  engine_done take_end(std::uint64_t id, const std::string& reason, const std::string& error = {});
+  // Ends a stream and sends its end.
+  void finish(std::uint64_t id, const std::string& reason, const std::string& error = {});
+  // Ends a stream and forgets it: its end and who gets it, for the caller to send; none when the
+  // stream is not running.
+  struct ended {
+    caf::actor reply_to, observer;
+    engine_done done;
+  };
+  std::optional<ended> take_end(std::uint64_t id, const std::string& reason, const std::string& error = {});
   void forget(std::uint64_t id);
 
   std::shared_ptr<const model> model_;
