@@ -26,21 +26,33 @@ std::vector<std::string> events(caf::scoped_actor& listener, std::size_t n) {
   return got;
 }
 
+struct router_config : caf::actor_system_config {
+  router_config() {
+    add_message_types<caf::id_block::llorch>();
+    add_message_types<caf::id_block::llorch_engine>();
+  }
+};
+
+// A task "t-<engine_id>" of actor `task` in the directory, its stream expecting that attempt.
+std::shared_ptr<task_stream> add_task(task_directory& tasks, std::uint64_t engine_id,
+                                      int attempt, const caf::scoped_actor& task) {
+  auto stream = std::make_shared<task_stream>();
+  stream->expect(stream_id(engine_id, attempt));
+  tasks.add("t-" + std::to_string(engine_id), engine_id, caf::actor_cast<caf::actor>(task), stream);
+  return stream;
+}
+
 } // namespace
 
 TEST_CASE("stream router: tokens go into their task's stream, ends into it and on to the task") {
-  caf::actor_system_config cfg;
-  cfg.add_message_types<caf::id_block::llorch>();
-  cfg.add_message_types<caf::id_block::llorch_engine>();
+  router_config cfg;
   caf::actor_system sys{cfg};
   caf::scoped_actor task{sys};
   caf::scoped_actor listener{sys};
   auto metrics = std::make_shared<metrics::registry>();
   auto tasks = std::make_shared<task_directory>();
-  auto stream = std::make_shared<task_stream>();
-  stream->expect(stream_id(7, 2));
+  auto stream = add_task(*tasks, 7, 2, task);
   stream->subscribe(caf::actor_cast<caf::actor>(listener));
-  tasks->add("t-7", 7, caf::actor_cast<caf::actor>(task), stream);
   auto router = spawn_stream_router(task.ptr(), tasks, metrics);
 
   caf::anon_send(router, engine::engine_token{stream_id(8, 0), 0, 5, "gone"}); // no such task
@@ -63,9 +75,7 @@ TEST_CASE("stream router: tokens go into their task's stream, ends into it and o
   CHECK(exposition.find("orchd_task_first_token_seconds_count 1") != std::string::npos);
 
   // A stream's last token with its end, as one message: both into the stream, the end on.
-  auto last = std::make_shared<task_stream>();
-  last->expect(stream_id(5, 0));
-  tasks->add("t-5", 5, caf::actor_cast<caf::actor>(task), last);
+  auto last = add_task(*tasks, 5, 0, task);
   caf::anon_send(router, engine::engine_token{stream_id(5, 0), 0, 77, "z"},
                  engine::engine_done{stream_id(5, 0), "stop", 1, {}, {}});
   task->receive([&](const engine::engine_done& d) { done = d.reason; },
@@ -76,9 +86,7 @@ TEST_CASE("stream router: tokens go into their task's stream, ends into it and o
   CHECK(metrics->expose().find("orchd_task_first_token_seconds_count 2") != std::string::npos);
 
   // A failed attempt goes to the task actor (it fails the task over) and leaves the stream open.
-  auto other = std::make_shared<task_stream>();
-  other->expect(stream_id(9, 0));
-  tasks->add("t-9", 9, caf::actor_cast<caf::actor>(task), other);
+  auto other = add_task(*tasks, 9, 0, task);
   caf::anon_send(router, engine::engine_done{stream_id(9, 0), "error", 0, "engine died", {}});
   task->receive([&](const engine::engine_done& d) { done = d.reason; },
                 caf::after(std::chrono::seconds(5)) >> [&] { done = "timeout"; });
@@ -95,21 +103,13 @@ TEST_CASE("stream router: tokens go into their task's stream, ends into it and o
 }
 
 TEST_CASE("stream router: a step's tokens and ends of several streams, in one message") {
-  caf::actor_system_config cfg;
-  cfg.add_message_types<caf::id_block::llorch>();
-  cfg.add_message_types<caf::id_block::llorch_engine>();
+  router_config cfg;
   caf::actor_system sys{cfg};
   caf::scoped_actor task{sys};
   auto metrics = std::make_shared<metrics::registry>();
   auto tasks = std::make_shared<task_directory>();
-  auto a = std::make_shared<task_stream>(), b = std::make_shared<task_stream>(),
-       c = std::make_shared<task_stream>();
-  a->expect(stream_id(1, 0));
-  b->expect(stream_id(2, 0));
-  c->expect(stream_id(3, 0));
-  tasks->add("t-1", 1, caf::actor_cast<caf::actor>(task), a);
-  tasks->add("t-2", 2, caf::actor_cast<caf::actor>(task), b);
-  tasks->add("t-3", 3, caf::actor_cast<caf::actor>(task), c);
+  auto a = add_task(*tasks, 1, 0, task), b = add_task(*tasks, 2, 0, task),
+       c = add_task(*tasks, 3, 0, task);
   auto router = spawn_stream_router(task.ptr(), tasks, metrics);
   // 1 goes on; 2 takes its last token and ends; 3 ends with an error (no token)
   engine::engine_step step;
